@@ -1,0 +1,102 @@
+"""One LiteRT interpreter: a block of frames in, the model's frames out.
+
+Knows the ``.tflite`` file and nothing of processes, queues or HTTP, so the same class serves
+the pool's workers and the inline (``num_processes=0``) path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from errors import ModelError
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Silence file descriptor 2 while LiteRT prints its XNNPACK INFO line.
+
+    The line comes from C++ straight to fd 2, so ``sys.stderr`` redirection cannot catch it;
+    the CLI keeps stderr for messages to the user.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class ModelRunner:
+    """Run a TFLite model whose input is ``[batch, frame_length, 1]`` float32.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        The ``.tflite`` file.
+    num_threads : int
+        Interpreter threads; 1 per worker process is best when there is one worker per core.
+
+    Raises
+    ------
+    ModelError
+        The file is missing or unreadable, or its input/output is not ``[batch, frame, 1]``
+        float32. The message names the path and the shape found.
+    """
+
+    def __init__(self, model_path: str | Path, num_threads: int = 1) -> None:
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ModelError(f"model file not found: {self.model_path}")
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            with _stderr_silenced():
+                self._interpreter = Interpreter(model_path=str(self.model_path),
+                                                num_threads=num_threads)
+                # The delegate (and its INFO line) is created on the first allocation.
+                self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
+
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"model {self.model_path} must have one input and one output, "
+                             f"found {len(inputs)} inputs and {len(outputs)} outputs")
+        self._input, self._output = inputs[0], outputs[0]
+        self.frame_length = self._check_shape(self._input, "input")
+        if self._check_shape(self._output, "output") != self.frame_length:
+            raise ModelError(f"model {self.model_path} output frame length differs from its "
+                             f"input: {list(self._output['shape_signature'])} vs "
+                             f"{list(self._input['shape_signature'])}")
+        self._batch = int(self._input["shape"][0])
+
+    def _check_shape(self, detail: dict, what: str) -> int:
+        shape = [int(d) for d in detail["shape_signature"]]
+        if len(shape) != 3 or shape[2] != 1 or shape[1] < 1 or detail["dtype"] != np.float32:
+            raise ModelError(f"model {self.model_path} {what} must be [batch, frame, 1] float32, "
+                             f"found {shape} {np.dtype(detail['dtype']).name}")
+        return shape[1]
+
+    def run(self, frames: np.ndarray) -> np.ndarray:
+        """Run ``frames`` (``[n, frame_length]`` float32) in one invoke.
+
+        Returns ``[n, frame_length]`` float32.
+        """
+        n = frames.shape[0]
+        if n != self._batch:
+            self._interpreter.resize_tensor_input(self._input["index"], [n, self.frame_length, 1])
+            self._interpreter.allocate_tensors()
+            self._batch = n
+        self._interpreter.set_tensor(self._input["index"],
+                                     frames.reshape(n, self.frame_length, 1))
+        self._interpreter.invoke()
+        # get_tensor returns a copy, so the result outlives the next invoke.
+        return self._interpreter.get_tensor(self._output["index"]).reshape(n, self.frame_length)

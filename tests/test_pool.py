@@ -1,0 +1,179 @@
+"""The worker pool against a plain in-process interpreter and numpy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import MODEL_PATH, process_gone, random_audio, run_python, same_bits
+
+from enhance_file import AudioEnhancer
+from errors import EnhancerClosed, InvalidAudio, ModelError, WorkerCrashed
+from model_runner import ModelRunner
+
+LENGTHS = [1, 1023, 1024, 1025, 48000, 1_000_003]
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_pool_equals_inline_and_numpy_bit_for_bit(pool, inline, length):
+    audio = random_audio(length, seed=length)
+    from_pool = pool.enhance_audio(audio)
+    assert same_bits(from_pool, audio * np.float32(3))
+    assert same_bits(from_pool, inline.enhance_audio(audio))
+
+
+def test_pool_equals_one_interpreter_run_on_all_frames(pool):
+    audio = random_audio(5 * 1024, seed=7)
+    reference = ModelRunner(MODEL_PATH).run(audio.reshape(5, 1024)).reshape(-1)
+    assert same_bits(pool.enhance_audio(audio), reference)
+
+
+def test_negative_zero_and_extremes_pass_through_exactly(pool, inline):
+    audio = np.array([-0.0, 0.0, 1e-30, -1e30, 3.4e38 / 3], dtype=np.float32)
+    assert same_bits(pool.enhance_audio(audio), audio * np.float32(3))
+
+
+def test_subnormals_come_out_as_the_interpreter_gives_them(pool, inline):
+    # XNNPACK flushes subnormal floats to zero; the pool must match the model, not numpy.
+    audio = np.array([1e-45, -1e-40, 1.0], dtype=np.float32)
+    assert same_bits(pool.enhance_audio(audio), inline.enhance_audio(audio))
+
+
+def test_empty_audio_gives_empty_result(pool):
+    result = pool.enhance_audio(np.zeros(0, dtype=np.float32))
+    assert result.dtype == np.float32 and result.shape == (0,)
+
+
+def test_32_threads_each_get_their_own_audio(pool):
+    inputs = [random_audio(int(n), seed=i) for i, n in
+              enumerate(np.random.default_rng(0).integers(1, 200_000, size=32))]
+    barrier = threading.Barrier(32)
+
+    def call(audio):
+        barrier.wait()
+        return pool.enhance_audio(audio, timeout=60)
+
+    with ThreadPoolExecutor(32) as executor:
+        results = list(executor.map(call, inputs))
+    for audio, result in zip(inputs, results, strict=True):
+        assert same_bits(result, audio * np.float32(3))
+
+
+def test_session_id_is_exclusive_while_running(pool):
+    audio = random_audio(2_000_000, seed=1)
+    future = pool.submit(audio, session_id="abc")
+    with pytest.raises(ValueError, match="session_id 'abc' is already in use"):
+        pool.submit(audio, session_id="abc")
+    future.result(30)
+    assert same_bits(pool.enhance_audio(audio[:10], session_id="abc"), audio[:10] * 3)
+
+
+def test_progress_counts_every_frame(pool):
+    done = []
+    pool.enhance_audio(random_audio(300_000, seed=3), progress=done.append)
+    assert sum(done) == 293  # ceil(300000 / 1024)
+    assert len(done) > 1
+
+
+def test_async_form_returns_the_same(pool, inline):
+    import asyncio
+
+    audio = random_audio(100_000, seed=5)
+    for enhancer in (pool, inline):
+        result = asyncio.run(enhancer.enhance_audio_async(audio))
+        assert same_bits(result, audio * np.float32(3))
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ([0.1, 0.2], TypeError, "audio must be a numpy array"),
+    (np.zeros(4, dtype=np.int16), TypeError, "audio must hold floats"),
+    (np.zeros((2, 2, 2), dtype=np.float32), ValueError, "must be 1-D"),
+    (np.array([0.0, np.nan], dtype=np.float32), InvalidAudio, "1 NaN or infinite"),
+    (np.array([np.inf], dtype=np.float32), InvalidAudio, "NaN or infinite"),
+])
+def test_bad_audio_is_refused_naming_it(pool, bad, error, message):
+    with pytest.raises(error, match=message):
+        pool.enhance_audio(bad)
+    assert same_bits(pool.enhance_audio(np.ones(3, np.float32)), np.full(3, 3, np.float32))
+
+
+def test_sigkilled_worker_fails_its_call_then_pool_recovers():
+    with AudioEnhancer(MODEL_PATH, num_processes=2) as enhancer:
+        victim = enhancer.worker_pids[0]
+        # Stopped first, so it is certain to be holding a block when it dies.
+        os.kill(victim, signal.SIGSTOP)
+        future = enhancer.submit(random_audio(2_000_000, seed=2))
+        time.sleep(0.5)
+        assert not future.done()
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(WorkerCrashed, match=rf"worker process {victim} was killed by SIGKILL"):
+            future.result(timeout=10)
+        assert time.monotonic() - killed_at < 10
+        audio = random_audio(500_000, seed=4)
+        assert same_bits(enhancer.enhance_audio(audio, timeout=30), audio * np.float32(3))
+        assert enhancer.worker_restarts == 1
+        assert victim not in enhancer.worker_pids and len(enhancer.worker_pids) == 2
+        deadline = time.monotonic() + 10
+        while not enhancer.is_ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert enhancer.is_ready
+
+
+def test_close_leaves_no_worker_and_refuses_new_work():
+    enhancer = AudioEnhancer(MODEL_PATH, num_processes=2)
+    pids = enhancer.worker_pids
+    assert len(pids) == 2 and enhancer.is_ready
+    enhancer.close()
+    assert all(process_gone(pid) for pid in pids)
+    assert not enhancer.is_ready
+    with pytest.raises(EnhancerClosed):
+        enhancer.enhance_audio(np.ones(4, np.float32))
+    enhancer.close()  # twice is harmless
+
+
+@pytest.mark.parametrize("ending", ["", "os._exit(0)", "os.kill(os.getpid(), 9)"])
+def test_no_worker_outlives_its_parent(ending):
+    code = (
+        "import os, sys\n"
+        "from enhance_file import AudioEnhancer\n"
+        "if __name__ == '__main__':\n"
+        "    e = AudioEnhancer('models/passthrough_model_lite.tflite', 2)\n"
+        "    print(' '.join(map(str, e.worker_pids)), flush=True)\n"
+        f"    {ending or 'pass'}\n")
+    result = run_python(code)
+    pids = [int(p) for p in result.stdout.split()]
+    assert len(pids) == 2, result.stderr
+    deadline = time.monotonic() + 10
+    while not all(process_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(process_gone(p) for p in pids)
+
+
+def test_inline_mode_runs_in_this_process(inline):
+    assert inline.worker_pids == [] and inline.is_ready
+    audio = random_audio(70_000, seed=9)
+    assert same_bits(inline.enhance_audio(audio), audio * np.float32(3))
+
+
+def test_missing_model_is_refused_naming_the_path(tmp_path):
+    with pytest.raises(ModelError, match=f"model file not found: {tmp_path / 'nope.tflite'}"):
+        AudioEnhancer(tmp_path / "nope.tflite", num_processes=0)
+
+
+def test_garbage_model_is_refused_naming_the_path(tmp_path):
+    path = tmp_path / "garbage.tflite"
+    path.write_bytes(b"not a flatbuffer" * 10)
+    with pytest.raises(ModelError, match=f"cannot load model {path}"):
+        AudioEnhancer(path, num_processes=2)
+
+
+@pytest.mark.parametrize("num_processes, error", [(-1, ValueError), (1.5, TypeError)])
+def test_bad_num_processes(num_processes, error):
+    with pytest.raises(error, match="num_processes"):
+        AudioEnhancer(MODEL_PATH, num_processes=num_processes)
