@@ -635,9 +635,9 @@ def enhance_to_file(enhancer: AudioEnhancer, audio: DecodedAudio, destination: P
     from tqdm import tqdm
 
     total = enhancer.frames_for(audio.samples.shape[0], audio.sample_rate, audio.channels)
-    # A bar only for inputs long enough to wait for (about 10 s at 48 kHz).
+    # A bar only on a terminal, and only for inputs long enough to wait for (~10 s at 48 kHz).
     with tqdm(total=total, unit="frame", leave=False,
-              disable=not show_progress or total < 500) as bar:
+              disable=None if show_progress and total >= 500 else True) as bar:
         enhanced = enhancer.enhance(audio.samples, audio.sample_rate, progress=bar.update)
     encoded, clipped = encode_audio(enhanced, audio.sample_rate, audio.format)
     try:
