@@ -185,12 +185,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               dependencies=[Depends(require_api_key)], summary="Enhance an audio file")
     async def enhance(
         enhancer: EnhancerDep,
-        file: Annotated[UploadFile, File(description="The audio: WAV, FLAC, or headerless "
-                                                     "samples in `format`.")],
+        file: Annotated[UploadFile, File(
+            description="The audio: WAV, FLAC, or headerless samples in `format`.",
+            # format: binary is what makes Swagger UI show a file picker.
+            json_schema_extra={"format": "binary"})],
         sample_rate: Annotated[int | None, Form(
             ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
             description="Sample rate of headerless audio, Hz. WAV and FLAC carry their "
-                        "own.")] = None,
+                        "own.", json_schema_extra={"examples": [48000]})] = None,
         format: Annotated[str, Form(
             description=f"Encoding of headerless audio: one of {', '.join(RAW_FORMATS)} "
                         f"(float32 or int16, little-endian). Supported: "
@@ -247,7 +249,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             openapi_url=app.openapi_url, title=f"{app.title} - Swagger UI",
             swagger_js_url="/static/swagger/swagger-ui-bundle.js",
             swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png")
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+            # Forms open ready to fill: pick a file, press Execute, download the result.
+            swagger_ui_parameters={"tryItOutEnabled": True})
 
     return app
 

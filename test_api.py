@@ -1,0 +1,469 @@
+"""Tests of the HTTP API: through TestClient (lifespan running) and against a real server.
+
+Run with ``pytest test_api.py`` or ``python test_api.py``.
+"""
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from audio_manipulations import encode_audio
+from enhance_file import AudioEnhancer
+from main import create_app
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parent
+MODEL = ROOT / "models" / "passthrough_model_lite.tflite"
+SAMPLES = ROOT / "audio_samples"
+
+
+def raw(samples: np.ndarray) -> bytes:
+    return samples.astype("<f4").tobytes()
+
+
+def noise(length: int, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(length) * 0.1).astype(np.float32)
+
+
+def post(client, data: bytes | None, sample_rate: int | None = 48000, name: str = "a.raw",
+         **fields):
+    files = None if data is None else {"file": (name, data, "application/octet-stream")}
+    form = {k: str(v) for k, v in fields.items()}
+    if sample_rate is not None:
+        form["sample_rate"] = str(sample_rate)
+    return client.post("/enhance", files=files, data=form)
+
+
+def app_with(**overrides) -> TestClient:
+    return TestClient(create_app(Settings(NUM_PROCESSES=2, **overrides)))
+
+
+@pytest.fixture(scope="module")
+def client():
+    with app_with() as test_client:
+        yield test_client
+
+
+def assert_valid_request_succeeds(client) -> None:
+    audio = noise(1000, seed=99)
+    response = post(client, raw(audio))
+    assert response.status_code == 200, response.text
+    np.testing.assert_array_equal(np.frombuffer(response.content, "<f4"), audio * 3)
+
+
+# ------------------------------------------------------------------ through TestClient
+
+
+def test_enhance_returns_three_times_the_samples_with_headers(client):
+    audio = np.fromfile(SAMPLES / "speech_48000.f32", dtype="<f4")
+    response = post(client, audio.tobytes(), name="speech_48000.f32")
+    assert response.status_code == 200
+    np.testing.assert_array_equal(np.frombuffer(response.content, "<f4"), audio * 3)
+    headers = response.headers
+    assert headers["content-type"] == "application/octet-stream"
+    assert 'filename="enhanced_speech_48000.f32"' in headers["content-disposition"]
+    assert headers["x-sample-rate"] == "48000"
+    assert headers["x-sample-count"] == str(len(audio))
+    assert headers["x-channels"] == "1"
+    assert float(headers["x-processing-time"]) > 0
+
+
+def test_other_rate_keeps_length_and_rate(client):
+    audio = np.fromfile(SAMPLES / "speech_16000.f32", dtype="<f4")
+    response = post(client, audio.tobytes(), sample_rate=16000)
+    assert response.status_code == 200
+    out = np.frombuffer(response.content, "<f4")
+    assert out.shape == audio.shape and response.headers["x-sample-rate"] == "16000"
+    core = slice(1000, -1000)
+    assert np.sqrt(np.mean((out[core] - 3 * audio[core]) ** 2)) < 0.01
+
+
+@pytest.mark.parametrize("data, fields, status, detail", [
+    (None, {}, 422, "file: Field required"),
+    (b"", {}, 422, "the audio is empty"),
+    (b"\x00" * 7, {}, 422, "7 bytes is not a whole number of f32le samples"),
+    (raw(np.array([0.5, np.nan, 0.1])), {}, 422, "1 NaN or infinite samples"),
+    (raw(np.array([np.inf, -np.inf])), {}, 422, "2 NaN or infinite samples"),
+    (raw(np.zeros(8)), {"sample_rate": None}, 422, "headerless f32le audio needs a sample rate"),
+    (raw(np.zeros(8)), {"sample_rate": 7999}, 422,
+     "sample_rate: Input should be greater than or equal to 8000"),
+    (raw(np.zeros(8)), {"sample_rate": 192001}, 422,
+     "sample_rate: Input should be less than or equal to 192000"),
+    (raw(np.zeros(8)), {"sample_rate": "fast"}, 422, "sample_rate: Input should be a valid int"),
+    (raw(np.zeros(8)), {"format": "mp3"}, 415, "unknown raw format 'mp3'; supported formats"),
+])
+def test_bad_requests_get_their_status_and_detail(client, data, fields, status, detail):
+    fields = {"sample_rate": 48000, **fields}
+    response = post(client, data, **fields)
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+    assert_valid_request_succeeds(client)
+
+
+def test_upload_over_the_limit_is_refused_by_content_length():
+    with app_with(MAX_UPLOAD_MB=0.01) as small:
+        response = post(small, raw(np.zeros(5000)))  # 20 kB
+        assert response.status_code == 413
+        assert response.json()["detail"] == "the upload is larger than the limit of 0.01 MB"
+        assert_valid_request_succeeds(small)
+
+
+def test_timeout_gives_504_and_the_service_goes_on():
+    with app_with(REQUEST_TIMEOUT_S=0.001) as hurried:
+        response = post(hurried, raw(noise(5_000_000, seed=1)))
+        assert response.status_code == 504
+        assert response.json()["detail"] == "enhancing took longer than 0.001 s"
+    with app_with() as client:
+        assert_valid_request_succeeds(client)
+
+
+def test_worker_crash_gives_503_and_the_service_goes_on():
+    with app_with() as client:
+        enhancer = client.app.state.enhancer
+        victim = enhancer.worker_pids[0]
+        os.kill(victim, signal.SIGSTOP)  # so it surely holds part of the request
+        killer = threading.Timer(0.5, os.kill, (victim, signal.SIGKILL))
+        killer.start()
+        response = post(client, raw(noise(3_000_000, seed=2)))
+        killer.join()
+        assert response.status_code == 503
+        assert f"worker process {victim} was killed by SIGKILL" in response.json()["detail"]
+        assert_valid_request_succeeds(client)
+        metrics = client.get("/metrics").text
+        assert "enhance_worker_restarts 1.0" in metrics
+
+
+def test_api_key_is_required_when_set():
+    with app_with(API_KEY="s3cret") as guarded:
+        for headers in ({}, {"X-API-Key": "wrong"}):
+            response = guarded.post("/enhance", headers=headers,
+                                    files={"file": ("a.raw", raw(np.ones(4)))},
+                                    data={"sample_rate": "48000"})
+            assert response.status_code == 401
+            assert response.json()["detail"] == "a valid X-API-Key header is required"
+        response = guarded.post("/enhance", headers={"X-API-Key": "s3cret"},
+                                files={"file": ("a.raw", raw(np.ones(4)))},
+                                data={"sample_rate": "48000"})
+        assert response.status_code == 200
+        assert guarded.get("/health").status_code == 200  # only /enhance is guarded
+
+
+def test_health_ready_and_metrics(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready", "workers": 2,
+                                           "frame_length": 1024, "model_sample_rate": 48000}
+    post(client, raw(np.ones(48000)))
+    post(client, b"")
+    text = client.get("/metrics").text
+    assert 'http_requests_total{method="POST",path="/enhance",status="200"}' in text
+    assert 'http_requests_total{method="POST",path="/enhance",status="422"}' in text
+    assert 'http_request_duration_seconds_bucket{le="0.1",path="/enhance"}' in text
+    assert "enhance_pending_requests 0.0" in text
+    audio_seconds = next(line for line in text.splitlines()
+                         if line.startswith("enhance_audio_seconds_total"))
+    assert float(audio_seconds.split()[1]) >= 1.0
+
+
+def test_ready_is_503_when_a_worker_is_down():
+    with app_with() as client:
+        enhancer = client.app.state.enhancer
+        enhancer.close()
+        response = client.get("/ready")
+        assert response.status_code == 503
+        assert response.json()["detail"] == "the worker pool is not ready"
+
+
+def test_docs_are_served_without_any_cdn(client):
+    html = client.get("/docs").text
+    assert "/static/swagger/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower() and "https://" not in html
+    bundle = client.get("/static/swagger/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 500_000
+    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
+
+
+def test_openapi_documents_the_form_and_every_error(client):
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/enhance"]["post"]
+    assert set(operation["responses"]) >= {"200", "401", "413", "415", "422", "503", "504"}
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    if "$ref" in form:
+        form = spec["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]
+    assert form["required"] == ["file"]
+    assert {"file", "sample_rate", "format"} <= set(form["properties"])
+
+
+# ------------------------------------------------------------------ a real server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
+
+
+class Server:
+    """``python main.py`` on a free loopback port, as ``make run`` starts it."""
+
+    def __init__(self, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {**os.environ, "APP_PORT": str(self.port), "NUM_PROCESSES": "2", **env}
+        self.process = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=environment,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the server did not start: {self.process.stderr.read().decode()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server():
+    running = Server()
+    yield running
+    running.stop()
+
+
+def test_real_server_returns_exactly_three_times_and_keeps_rate(server):
+    audio = np.fromfile(SAMPLES / "speech_48000.f32", dtype="<f4")
+    response = httpx.post(f"{server.url}/enhance", files={"file": ("s.raw", audio.tobytes())},
+                          data={"sample_rate": "48000"}, timeout=60)
+    assert response.status_code == 200
+    np.testing.assert_array_equal(np.frombuffer(response.content, "<f4"), audio * 3)
+    low = np.fromfile(SAMPLES / "speech_16000.f32", dtype="<f4")
+    response = httpx.post(f"{server.url}/enhance", files={"file": ("s.raw", low.tobytes())},
+                          data={"sample_rate": "16000"}, timeout=60)
+    assert response.status_code == 200 and response.headers["x-sample-rate"] == "16000"
+    assert len(np.frombuffer(response.content, "<f4")) == len(low)
+
+
+def test_64_concurrent_requests_each_get_their_own_result(server):
+    rng = np.random.default_rng(64)
+    rates = [8000, 16000, 22050, 44100, 48000, 96000]
+    cases = [(noise(int(rng.integers(1, 100_000)), seed=i), rates[i % len(rates)])
+             for i in range(64)]
+
+    async def send_all():
+        async with httpx.AsyncClient(timeout=120) as http:
+            return await asyncio.gather(*(
+                http.post(f"{server.url}/enhance", files={"file": (f"{i}.raw", raw(audio))},
+                          data={"sample_rate": str(rate)})
+                for i, (audio, rate) in enumerate(cases)))
+
+    responses = asyncio.run(send_all())
+    with AudioEnhancer(MODEL, num_processes=0) as reference:
+        for (audio, rate), response in zip(cases, responses, strict=True):
+            assert response.status_code == 200, response.text
+            expected, _ = encode_audio(reference.enhance(audio, rate), rate,
+                                       _raw_f32_format())
+            assert response.content == expected
+
+
+def _raw_f32_format():
+    from audio_manipulations import AudioFormat
+
+    return AudioFormat("raw", "f32le")
+
+
+def test_health_answers_fast_while_a_long_upload_is_processed(server):
+    sixty_seconds = raw(noise(60 * 16000, seed=60))  # resampled to 48 kHz and back
+    result = {}
+
+    def long_request():
+        result["response"] = httpx.post(f"{server.url}/enhance",
+                                        files={"file": ("long.raw", sixty_seconds)},
+                                        data={"sample_rate": "16000"}, timeout=120)
+
+    worker = threading.Thread(target=long_request)
+    latencies = []
+    with httpx.Client(base_url=server.url, timeout=5) as http:
+        http.get("/health")  # connection set up outside the measurement
+        worker.start()
+        while worker.is_alive():
+            started = time.perf_counter()
+            assert http.get("/health").status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.005)
+    worker.join()
+    assert result["response"].status_code == 200
+    assert len(latencies) >= 3, "the long request finished before /health could be measured"
+    assert max(latencies) < 0.1, f"slowest /health: {max(latencies) * 1000:.0f} ms"
+
+
+def test_upload_without_length_is_cut_off_by_counting():
+    server = Server(MAX_UPLOAD_MB="0.05")
+    try:
+        # Chunked, with no Content-Length: 128 kB sent of a body that never ends. The
+        # answer must come while the body is still arriving, so it was not buffered.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+            connection.sendall(b"POST /enhance HTTP/1.1\r\nHost: test\r\n"
+                               b"Content-Type: multipart/form-data; boundary=x\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"\x00" * 16384
+            for _ in range(8):
+                connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            answer = connection.recv(65536).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 413"), answer
+        assert '{"detail":"the upload is larger than the limit of 0.05 MB"}' in answer
+        ok = httpx.post(f"{server.url}/enhance", files={"file": ("a.raw", raw(np.ones(8)))},
+                        data={"sample_rate": "48000"}, timeout=30)
+        assert ok.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_too_many_pending_requests_get_503_with_retry_after():
+    server = Server(MAX_PENDING_REQUESTS="1")
+    try:
+        release = threading.Event()
+
+        def slow_body():
+            yield b"--x\r\nContent-Disposition: form-data; name=\"sample_rate\"\r\n\r\n48000\r\n"
+            release.wait(20)
+            yield b"--x--\r\n"
+
+        slow = threading.Thread(target=lambda: httpx.post(
+            f"{server.url}/enhance", content=slow_body(), timeout=30,
+            headers={"content-type": "multipart/form-data; boundary=x"}))
+        slow.start()
+        time.sleep(0.5)
+        response = httpx.post(f"{server.url}/enhance", files={"file": ("a.raw", raw(np.ones(8)))},
+                              data={"sample_rate": "48000"}, timeout=30)
+        release.set()
+        slow.join()
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert "the service is busy" in response.json()["detail"]
+        ok = httpx.post(f"{server.url}/enhance", files={"file": ("a.raw", raw(np.ones(8)))},
+                        data={"sample_rate": "48000"}, timeout=30)
+        assert ok.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_sigterm_finishes_requests_in_flight_then_leaves_no_process():
+    server = Server()
+    workers = children_of(server.process.pid)
+    assert len(workers) >= 2
+    result = {}
+
+    def request():
+        result["response"] = httpx.post(
+            f"{server.url}/enhance", files={"file": ("a.raw", raw(noise(30 * 16000, seed=3)))},
+            data={"sample_rate": "16000"}, timeout=60)
+
+    in_flight = threading.Thread(target=request)
+    in_flight.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(10)
+    assert time.monotonic() - started < 10
+    in_flight.join()
+    assert result["response"].status_code == 200
+    assert len(result["response"].content) == 30 * 16000 * 4
+    deadline = time.monotonic() + 5
+    while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(gone(pid) for pid in workers)
+
+
+def test_bad_settings_fail_at_start_naming_the_variable():
+    env = {**os.environ, "APP_PORT": "eighty", "NUM_PROCESSES": "2"}
+    result = subprocess.run([sys.executable, "main.py"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "APP_PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None and not os.environ.get("CI"),
+                    reason="chromium is not installed (.ci/run installs it)")
+def test_swagger_ui_renders_offline_in_headless_chromium(server, tmp_path):
+    screenshot = tmp_path / "docs.png"
+    offline = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+               # Every host but loopback fails to resolve: the network is off.
+               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+               "--virtual-time-budget=10000", "--window-size=1280,900"]
+    url = f"{server.url}/docs#/default/enhance_enhance_post"  # deep link: the form opens
+    dom = subprocess.run([_chromium(), *offline, "--dump-dom", url], capture_output=True,
+                         text=True, timeout=120)
+    assert 'class="opblock-summary-path"' in dom.stdout, dom.stderr[-2000:]
+    assert "/enhance" in dom.stdout and "Enhance an audio file" in dom.stdout
+    assert 'type="file"' in dom.stdout  # the upload form has a file picker
+    subprocess.run([_chromium(), *offline, f"--screenshot={screenshot}", url],
+                   capture_output=True, timeout=120)
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_schemathesis_finds_no_server_error_or_schema_mismatch(server):
+    st = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
+    result = subprocess.run(
+        [st, "run", f"{server.url}/openapi.json", "--checks", "all",
+         # A schema cannot say "a whole number of finite float32 samples": 422 is right.
+         "--exclude-checks", "positive_data_acceptance",
+         "--max-examples", "40", "--seed", "1", "--request-timeout", "30",
+         "--suppress-health-check", "all"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, *sys.argv[1:]]))
