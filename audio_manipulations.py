@@ -149,6 +149,27 @@ def _sniff_container(data: bytes) -> str | None:
     return None
 
 
+def _check_wav_complete(data: bytes) -> None:
+    """Refuse a WAV whose data chunk is shorter than its header says.
+
+    libsndfile quietly reads what is there; a cut-off upload must not pass as shorter audio.
+    Sizes of 0 and 0xFFFFFFFF mean "unknown" (streamed or RF64 files) and are let through.
+    """
+    if data[:4] != b"RIFF":
+        return
+    position = 12
+    while position + 8 <= len(data):
+        chunk_id = data[position:position + 4]
+        size = int.from_bytes(data[position + 4:position + 8], "little")
+        if chunk_id == b"data":
+            available = len(data) - position - 8
+            if size not in (0, 0xFFFFFFFF) and size > available:
+                raise InvalidAudio(f"the WAV data is truncated: its header announces {size} "
+                                   f"bytes of samples, {available} are present")
+            return
+        position += 8 + size + (size & 1)
+
+
 def decode_audio(data: bytes, raw_format: str = "f32le",
                  sample_rate: int | None = None) -> DecodedAudio:
     """Decode WAV, FLAC or headerless samples into float32.
@@ -181,9 +202,13 @@ def decode_audio(data: bytes, raw_format: str = "f32le",
     if subtype not in _INT_SUBTYPE_SCALE and subtype not in _FLOAT_SUBTYPES:
         raise UnsupportedFormat(f"{container} subtype {subtype} is not supported; supported "
                                 f"formats: {SUPPORTED_FORMATS_TEXT}")
-    if samples.shape[0] == 0 or samples.shape[0] < frames:
+    if samples.shape[0] == 0:
+        raise InvalidAudio(f"the {container} data holds no samples")
+    if samples.shape[0] < frames:
         raise InvalidAudio(f"the {container} data is truncated: its header announces {frames} "
                            f"samples, {samples.shape[0]} could be read")
+    if container == "WAV":
+        _check_wav_complete(data)
     try:
         check_sample_rate(rate, "sample rate in the header")
     except ValueError as exc:

@@ -4,6 +4,7 @@ Run with ``pytest test_api.py`` or ``python test_api.py``.
 """
 
 import asyncio
+import io
 import os
 import shutil
 import signal
@@ -203,6 +204,55 @@ def test_openapi_documents_the_form_and_every_error(client):
         form = spec["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]
     assert form["required"] == ["file"]
     assert {"file", "sample_rate", "format"} <= set(form["properties"])
+
+
+def test_stereo_wav_comes_back_as_int16_stereo_wav_with_clipped_count(client):
+    import soundfile as sf
+
+    wav = (SAMPLES / "speech_stereo_48000.wav").read_bytes()
+    response = client.post("/enhance", files={"file": ("speech.wav", wav, "audio/wav")})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    info = sf.info(io.BytesIO(response.content))
+    assert (info.format, info.subtype, info.channels, info.samplerate) == ("WAV", "PCM_16", 2,
+                                                                          48000)
+    source, _ = sf.read(io.BytesIO(wav), dtype="int16")
+    enhanced, _ = sf.read(io.BytesIO(response.content), dtype="int16")
+    expected = np.clip(source.astype(np.int64) * 3, -32768, 32767)
+    np.testing.assert_array_equal(enhanced, expected)
+    clipped = int(np.count_nonzero(expected != source.astype(np.int64) * 3))
+    assert clipped > 0 and response.headers["x-clipped-samples"] == str(clipped)
+    assert response.headers["x-channels"] == "2"
+    assert response.headers["x-sample-count"] == str(len(source))
+
+
+def test_flac_and_s16le_round_trip(client):
+    import soundfile as sf
+
+    tone = (0.2 * np.sin(np.arange(22050) * 2 * np.pi * 440 / 22050)).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, tone, 22050, format="FLAC", subtype="PCM_24")
+    response = client.post("/enhance", files={"file": ("t.flac", buffer.getvalue())})
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/flac"
+    info = sf.info(io.BytesIO(response.content))
+    assert (info.subtype, info.samplerate, info.frames) == ("PCM_24", 22050, 22050)
+    pcm = (tone * 32767).astype("<i2").tobytes()
+    response = post(client, pcm, sample_rate=22050, format="s16le")
+    assert response.status_code == 200 and len(response.content) == len(pcm)
+
+
+@pytest.mark.parametrize("make, status, detail", [
+    (lambda wav: wav[:100_000], 422, "the WAV data is truncated"),
+    (lambda wav: b"fLaC" + b"\xff" * 60, 422, "cannot read the FLAC data"),
+    (lambda wav: b"OggS" + wav[4:2000], 415, "Ogg audio is not supported; supported formats"),
+    (lambda wav: b"ID3" + wav[3:2000], 415, "MP3 audio is not supported"),
+])
+def test_broken_or_unsupported_files_get_their_error(client, make, status, detail):
+    wav = (SAMPLES / "speech_stereo_48000.wav").read_bytes()
+    response = client.post("/enhance", files={"file": ("x.wav", make(wav))})
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+    assert_valid_request_succeeds(client)
 
 
 # ------------------------------------------------------------------ a real server
