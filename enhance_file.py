@@ -45,7 +45,7 @@ from audio_manipulations import (
     fit_length,
 )
 from errors import EnhancerClosed, EnhancerError, InvalidAudio, ModelError, WorkerCrashed
-from framing import frame_count, from_frames, to_frames
+from framing import FrameSource, frame_count, from_frames
 from model_runner import ModelRunner
 
 log = logging.getLogger("enhancer")
@@ -97,9 +97,8 @@ def _worker_main(conn: Connection, model_path: str, num_threads: int) -> None:
 @dataclass(eq=False)
 class _Session:
     session_id: str
-    frames: np.ndarray
+    frames: FrameSource
     output: np.ndarray
-    num_samples: int
     future: Future
     progress: Progress | None
     next_frame: int = 0
@@ -245,7 +244,8 @@ class AudioEnhancer:
         """Queue ``audio`` (1-D float) and return a future of the model's output.
 
         The result is float32 with exactly ``len(audio)`` samples. ``progress``, if given, is
-        called with the number of frames just finished, from the collector thread.
+        called with the number of frames just finished, from the collector thread. Float32
+        audio is read in place, not copied: leave it unchanged until the future is done.
         """
         audio = check_samples(audio, "audio")
         if audio.ndim != 1:
@@ -262,10 +262,10 @@ class AudioEnhancer:
             self._active_ids.add(session_id)
         future: Future = Future()
         future.add_done_callback(lambda _: self._forget(session_id))
-        frames = to_frames(audio, self.frame_length)
-        session = _Session(session_id, frames, np.empty_like(frames), audio.shape[0], future,
-                           progress)
-        if frames.shape[0] == 0:
+        frames = FrameSource(audio, self.frame_length)
+        output = np.empty((frames.num_frames, self.frame_length), dtype=np.float32)
+        session = _Session(session_id, frames, output, future, progress)
+        if frames.num_frames == 0:
             future.set_result(np.zeros(0, dtype=np.float32))
         elif self._runner is not None:
             self._run_inline(session)
@@ -376,16 +376,19 @@ class AudioEnhancer:
     def _run_inline(self, session: _Session) -> None:
         try:
             with self._inline_lock:
-                for start in range(0, session.frames.shape[0], self.frames_per_block):
-                    stop = min(start + self.frames_per_block, session.frames.shape[0])
-                    session.output[start:stop] = self._runner.run(session.frames[start:stop])
-                    self.frames_processed += stop - start
+                start = 0
+                while start < session.frames.num_frames:
+                    block = session.frames.block(start, self.frames_per_block)
+                    stop = start + block.shape[0]
+                    session.output[start:stop] = self._runner.run(block)
+                    self.frames_processed += block.shape[0]
                     if session.progress is not None:
-                        session.progress(stop - start)
+                        session.progress(block.shape[0])
+                    start = stop
         except Exception as exc:
             session.future.set_exception(ModelError(f"the model failed: {exc}"))
         else:
-            session.future.set_result(from_frames(session.output, session.num_samples))
+            session.future.set_result(from_frames(session.output, session.frames.num_samples))
 
     def _wake(self) -> None:
         # A full pipe means the collector is already due to wake.
@@ -454,15 +457,16 @@ class AudioEnhancer:
             if session is None:
                 return
             start = session.next_frame
-            count = min(self.frames_per_block, session.frames.shape[0] - start)
+            block = session.frames.block(start, self.frames_per_block)
+            count = block.shape[0]
             session.next_frame += count
-            if session.next_frame < session.frames.shape[0]:
+            if session.next_frame < session.frames.num_frames:
                 self._round_robin.append(session)
             task_id = next(self._task_ids)
             worker.task = (task_id, session, start, count)
             try:
                 worker.conn.send_bytes(_HEADER.pack(_TASK, task_id, count))
-                worker.conn.send_bytes(session.frames[start:start + count])
+                worker.conn.send_bytes(block)
             except OSError:
                 self._replace(worker)
 
@@ -509,10 +513,10 @@ class AudioEnhancer:
                 session.progress(count)
             except Exception:
                 log.exception("a progress callback failed")
-        if session.frames_done == session.frames.shape[0]:
+        if session.frames_done == session.frames.num_frames:
             # The caller may have cancelled it meanwhile.
             with contextlib.suppress(InvalidStateError):
-                session.future.set_result(from_frames(session.output, session.num_samples))
+                session.future.set_result(from_frames(session.output, session.frames.num_samples))
 
     def _replace(self, worker: _Worker) -> None:
         """A worker died: fail the request it held and start another in its place."""

@@ -29,3 +29,30 @@ def to_frames(audio: np.ndarray, frame_length: int) -> np.ndarray:
 def from_frames(frames: np.ndarray, num_samples: int) -> np.ndarray:
     """Inverse of :func:`to_frames`: concatenate the frames and drop the padding."""
     return frames.reshape(-1)[:num_samples]
+
+
+class FrameSource:
+    """The frames of 1-D audio, without copying it.
+
+    Full frames are a view of the audio; only the last, partial frame is a zero-padded copy.
+    The audio must not change while its frames are in use.
+    """
+
+    def __init__(self, audio: np.ndarray, frame_length: int) -> None:
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        self.num_samples = audio.shape[0]
+        full = self.num_samples // frame_length
+        self._full = audio[: full * frame_length].reshape(full, frame_length)
+        rest = audio[full * frame_length:]
+        self._tail = to_frames(rest, frame_length) if rest.size else None
+        self.num_frames = full + (self._tail is not None)
+
+    def block(self, start: int, max_count: int) -> np.ndarray:
+        """Up to ``max_count`` consecutive frames from frame ``start``, as one C-contiguous array.
+
+        A block ends where the full frames end, so the padded tail is always a block of its own.
+        """
+        full = self._full.shape[0]
+        if start < full:
+            return self._full[start:min(start + max_count, full)]
+        return self._tail
