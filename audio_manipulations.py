@@ -263,7 +263,7 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: AudioFormat) -> tup
     if fmt.container == "raw":
         dtype, scale = RAW_FORMATS[fmt.subtype]
         if scale is None:
-            return samples.astype(dtype).tobytes(), 0
+            return samples.astype(dtype, copy=False).tobytes(), 0
         ints, clipped = quantize(samples, scale)
         return ints.astype(dtype).tobytes(), clipped
 
