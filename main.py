@@ -114,7 +114,7 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 def require_api_key(request: Request,
                     key: Annotated[str | None, Depends(api_key_header)]) -> None:
     expected = request.app.state.settings.API_KEY
-    if expected and not (key and secrets.compare_digest(key.encode(), expected.encode())):
+    if not (key and secrets.compare_digest(key.encode(), expected.encode())):
         raise HTTPException(401, "a valid X-API-Key header is required")
 
 
@@ -181,8 +181,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         problems = "; ".join(f"{err['loc'][-1]}: {err['msg']}" for err in exc.errors())
         return JSONResponse({"detail": problems}, status_code=422)
 
+    # The key check (and its scheme in the OpenAPI schema) exists only when a key is set.
+    guard = [Depends(require_api_key)] if settings.API_KEY else []
+
     @app.post("/enhance", response_class=Response, responses=AUDIO_RESPONSE,
-              dependencies=[Depends(require_api_key)], summary="Enhance an audio file")
+              dependencies=guard, summary="Enhance an audio file")
     async def enhance(
         enhancer: EnhancerDep,
         file: Annotated[UploadFile, File(
