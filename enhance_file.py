@@ -45,7 +45,8 @@ from audio_manipulations import (
     fit_length,
 )
 from errors import EnhancerClosed, EnhancerError, InvalidAudio, ModelError, WorkerCrashed
-from framing import FrameSource, frame_count, from_frames
+from framing import FrameSource, Framing, WindowedFrames
+from model_card import check_card, load_card
 from model_runner import ModelRunner
 
 log = logging.getLogger("enhancer")
@@ -97,7 +98,7 @@ def _worker_main(conn: Connection, model_path: str, num_threads: int) -> None:
 @dataclass(eq=False)
 class _Session:
     session_id: str
-    frames: FrameSource
+    frames: FrameSource | WindowedFrames
     output: np.ndarray
     future: Future
     progress: Progress | None
@@ -138,7 +139,9 @@ class AudioEnhancer:
     num_threads : int
         Interpreter threads in each worker.
     model_sample_rate : int
-        The rate the model runs at; :meth:`enhance` resamples to it and back.
+        The rate the model runs at, if it has no model card (a card's rate wins);
+        :meth:`enhance` resamples to it and back. A card beside the model (same name,
+        ``.json``) also gives its hop and window: see ``model_card.py``.
     frames_per_block : int, optional
         Frames per queue message (default: about ``BLOCK_SAMPLES`` samples' worth).
 
@@ -160,11 +163,15 @@ class AudioEnhancer:
         self.model_path = Path(model_path)
         self.num_processes = num_processes
         self.num_threads = num_threads
-        self.model_sample_rate = check_sample_rate(model_sample_rate, "model_sample_rate")
+        check_sample_rate(model_sample_rate, "model_sample_rate")
 
         # Loading the model here refuses a bad one before any worker starts.
         runner = ModelRunner(self.model_path, num_threads)
         self.frame_length = runner.frame_length
+        self.card = load_card(self.model_path, model_sample_rate)
+        check_card(self.card, self.frame_length)
+        self.model_sample_rate = self.card.sample_rate
+        self.framing = Framing(self.frame_length, self.card.hop_length, self.card.window)
         if frames_per_block is None:
             frames_per_block = max(1, BLOCK_SAMPLES // self.frame_length)
         if frames_per_block < 1:
@@ -262,7 +269,7 @@ class AudioEnhancer:
             self._active_ids.add(session_id)
         future: Future = Future()
         future.add_done_callback(lambda _: self._forget(session_id))
-        frames = FrameSource(audio, self.frame_length)
+        frames = self.framing.split(audio)
         output = np.empty((frames.num_frames, self.frame_length), dtype=np.float32)
         session = _Session(session_id, frames, output, future, progress)
         if frames.num_frames == 0:
@@ -337,7 +344,7 @@ class AudioEnhancer:
     def frames_for(self, num_samples: int, sample_rate: int, channels: int = 1) -> int:
         """How many model frames :meth:`enhance` runs for audio of this size and rate."""
         at_model_rate = math.ceil(num_samples * self.model_sample_rate / sample_rate)
-        return channels * frame_count(at_model_rate, self.frame_length)
+        return channels * self.framing.frame_count(at_model_rate)
 
     def close(self) -> None:
         """Stop and join the workers; unfinished requests fail with ``EnhancerClosed``."""
@@ -355,6 +362,9 @@ class AudioEnhancer:
         os.close(self._wake_w)
 
     # ----------------------------------------------------------------- internals
+
+    def _join(self, session: _Session) -> np.ndarray:
+        return self.framing.join(session.output, session.frames.num_samples)
 
     def _forget(self, session_id: str) -> None:
         with self._ids_lock:
@@ -388,7 +398,7 @@ class AudioEnhancer:
         except Exception as exc:
             session.future.set_exception(ModelError(f"the model failed: {exc}"))
         else:
-            session.future.set_result(from_frames(session.output, session.frames.num_samples))
+            session.future.set_result(self._join(session))
 
     def _wake(self) -> None:
         # A full pipe means the collector is already due to wake.
@@ -516,7 +526,7 @@ class AudioEnhancer:
         if session.frames_done == session.frames.num_frames:
             # The caller may have cancelled it meanwhile.
             with contextlib.suppress(InvalidStateError):
-                session.future.set_result(from_frames(session.output, session.frames.num_samples))
+                session.future.set_result(self._join(session))
 
     def _replace(self, worker: _Worker) -> None:
         """A worker died: fail the request it held and start another in its place."""

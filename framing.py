@@ -56,3 +56,88 @@ class FrameSource:
         if start < full:
             return self._full[start:min(start + max_count, full)]
         return self._tail
+
+
+def sqrt_hann(frame_length: int) -> np.ndarray:
+    """Periodic sqrt-Hann window: its square, shifted by half a frame, sums to 1."""
+    n = np.arange(frame_length)
+    return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / frame_length)).astype(np.float32)
+
+
+class WindowedFrames:
+    """Overlapping frames ``hop`` apart, each multiplied by the analysis window.
+
+    The audio is padded with ``frame - hop`` zeros in front (half a frame at 50 % overlap) and
+    enough at the end that every sample lies under ``frame / hop`` frames.
+    """
+
+    def __init__(self, audio: np.ndarray, frame_length: int, hop_length: int,
+                 window: np.ndarray) -> None:
+        self.num_samples = audio.shape[0]
+        self.lead = frame_length - hop_length
+        if self.num_samples == 0:
+            self.num_frames = 0
+            self._frames = np.zeros((0, frame_length), np.float32)
+            return
+        self.num_frames = (self.lead + self.num_samples - 1) // hop_length + 1
+        padded = np.zeros((self.num_frames - 1) * hop_length + frame_length, np.float32)
+        padded[self.lead:self.lead + self.num_samples] = audio
+        view = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
+        self._frames = view * window
+
+    def block(self, start: int, max_count: int) -> np.ndarray:
+        return self._frames[start:start + max_count]
+
+
+class Framing:
+    """How a model sees audio: frame length, hop and window, from its model card.
+
+    With hop equal to the frame and no window (the passthrough), frames are consecutive and
+    the result is bit-exact; with a smaller hop, frames overlap and are windowed with
+    sqrt-Hann on the way in and out, then overlap-added.
+    """
+
+    def __init__(self, frame_length: int, hop_length: int | None = None,
+                 window: str = "none") -> None:
+        hop_length = frame_length if hop_length is None else hop_length
+        if hop_length < 1 or frame_length % hop_length:
+            raise ValueError(f"hop_length must divide frame_length {frame_length}, "
+                             f"got {hop_length}")
+        if window not in ("none", "sqrt-hann"):
+            raise ValueError(f"window must be 'none' or 'sqrt-hann', got {window!r}")
+        if (hop_length < frame_length) != (window == "sqrt-hann") or (
+                window == "sqrt-hann" and frame_length // hop_length < 2):
+            raise ValueError("overlapping frames need window 'sqrt-hann' and a hop of at most "
+                             "half a frame; consecutive frames need window 'none'")
+        self.frame_length, self.hop_length, self.window = frame_length, hop_length, window
+        self.overlapping = hop_length < frame_length
+        if self.overlapping:
+            self._window = sqrt_hann(frame_length)
+            # Overlap-added squared sqrt-Hann windows sum to frame / (2 hop).
+            self._synthesis = self._window * np.float32(2 * hop_length / frame_length)
+
+    def split(self, audio: np.ndarray) -> FrameSource | WindowedFrames:
+        """The frames to run through the model (``num_frames``, ``block(start, count)``)."""
+        if self.overlapping:
+            return WindowedFrames(audio, self.frame_length, self.hop_length, self._window)
+        return FrameSource(audio, self.frame_length)
+
+    def frame_count(self, num_samples: int) -> int:
+        if not self.overlapping:
+            return frame_count(num_samples, self.frame_length)
+        if num_samples == 0:
+            return 0
+        return (self.frame_length - self.hop_length + num_samples - 1) // self.hop_length + 1
+
+    def join(self, processed: np.ndarray, num_samples: int) -> np.ndarray:
+        """The model's frames put back into ``num_samples`` of audio."""
+        if not self.overlapping:
+            return from_frames(processed, num_samples)
+        hop, ratio = self.hop_length, self.frame_length // self.hop_length
+        count = processed.shape[0]
+        shaped = (processed * self._synthesis).reshape(count, ratio, hop)
+        out = np.zeros((count + ratio - 1, hop), np.float32)
+        for part in range(ratio):
+            out[part:part + count] += shaped[:, part]
+        lead = self.frame_length - hop
+        return out.reshape(-1)[lead:lead + num_samples]

@@ -95,6 +95,7 @@ AUDIO_RESPONSE = {
                                   "schema": {"type": "integer"}},
         },
     },
+    400: _error("The body is not valid multipart/form-data."),
     401: _error("X-API-Key is missing or wrong (only when the service has an API key)."),
     413: _error("The upload is larger than MAX_UPLOAD_MB."),
     415: _error("The audio format is not supported."),

@@ -1,0 +1,105 @@
+"""Model cards: what a model needs from the pipeline, in a JSON file beside the ``.tflite``.
+
+``models/denoiser_48k.json`` describes ``models/denoiser_48k.tflite``: its sample rate, frame,
+hop and window, a description, and how it was made. A model without a card runs at the
+configured rate on consecutive frames.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from errors import ModelError
+
+WINDOWS = ("none", "sqrt-hann")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The pipeline's view of one model."""
+
+    name: str
+    model_path: Path
+    sample_rate: int
+    frame_length: int | None = None  # None: read from the model only
+    hop_length: int | None = None  # None: the model's frame length
+    window: str = "none"
+    description: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def card_path(self) -> Path:
+        return card_path_for(self.model_path)
+
+
+def card_path_for(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def load_card(model_path: str | Path, default_sample_rate: int) -> ModelCard:
+    """Read the card beside ``model_path``; without one, describe a plain consecutive-frame model.
+
+    Raises
+    ------
+    ModelError
+        The card is not valid JSON or a field is missing or wrong; the message names the card
+        and the field.
+    """
+    model_path = Path(model_path)
+    path = card_path_for(model_path)
+    if not path.is_file():
+        return ModelCard(model_path.stem, model_path, default_sample_rate)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model card {path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"model card {path} must hold a JSON object")
+
+    def get(name: str, kind: type, default: Any = ...) -> Any:
+        if name not in data:
+            if default is ...:
+                raise ModelError(f"model card {path}: '{name}' is missing")
+            return default
+        value = data[name]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ModelError(f"model card {path}: '{name}' must be an integer, got {value!r}")
+        if not isinstance(value, kind):
+            raise ModelError(f"model card {path}: '{name}' must be a {kind.__name__}, "
+                             f"got {value!r}")
+        return value
+
+    rate = get("sample_rate", int)
+    if not 8000 <= rate <= 192000:
+        raise ModelError(f"model card {path}: 'sample_rate' must be 8000-192000 Hz, got {rate}")
+    hop = get("hop_length", int, None)
+    if hop is not None and hop < 1:
+        raise ModelError(f"model card {path}: 'hop_length' must be positive, got {hop}")
+    window = get("window", str, "none")
+    if window not in WINDOWS:
+        raise ModelError(f"model card {path}: 'window' must be one of {', '.join(WINDOWS)}, "
+                         f"got {window!r}")
+    known = {"name", "sample_rate", "frame_length", "hop_length", "window", "description"}
+    return ModelCard(get("name", str, model_path.stem), model_path, rate,
+                     get("frame_length", int, None), hop, window, get("description", str, ""),
+                     {k: v for k, v in data.items() if k not in known})
+
+
+def check_card(card: ModelCard, frame_length: int) -> None:
+    """Check the card against the model's real frame length."""
+    if card.frame_length is not None and card.frame_length != frame_length:
+        raise ModelError(f"model card {card.card_path}: 'frame_length' is {card.frame_length} "
+                         f"but the model's input frame is {frame_length}")
+    hop = card.hop_length or frame_length
+    if frame_length % hop:
+        raise ModelError(f"model card {card.card_path}: 'hop_length' {hop} must divide the "
+                         f"frame length {frame_length}")
+    if (hop < frame_length) != (card.window == "sqrt-hann") or (
+            card.window == "sqrt-hann" and frame_length // hop < 2):
+        raise ModelError(f"model card {card.card_path}: overlapping frames need window "
+                         f"'sqrt-hann' and a hop of at most half a frame; consecutive frames "
+                         f"need window 'none' (hop {hop}, frame {frame_length}, "
+                         f"window {card.window!r})")

@@ -1,0 +1,75 @@
+"""Overlap-add framing and model cards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import MODEL_PATH, random_audio
+
+from enhance_file import AudioEnhancer
+from errors import ModelError
+from framing import Framing
+
+
+def carded_passthrough(tmp_path, **card) -> str:
+    model = tmp_path / "ola.tflite"
+    shutil.copy(MODEL_PATH, model)
+    model.with_suffix(".json").write_text(json.dumps(card))
+    return model
+
+
+@pytest.mark.parametrize("frame, hop", [(1024, 512), (1024, 256), (480, 240)])
+@pytest.mark.parametrize("length", [0, 1, 511, 1024, 1025, 48000, 100_003])
+def test_framing_reconstructs_exactly_what_the_model_gives(frame, hop, length):
+    framing = Framing(frame, hop, "sqrt-hann")
+    audio = random_audio(length, seed=length)
+    frames = framing.split(audio)
+    assert frames.num_frames == framing.frame_count(length)
+    processed = frames.block(0, frames.num_frames) * np.float32(3)
+    np.testing.assert_allclose(framing.join(processed, length), audio * 3, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 1023, 1025, 48000, 1_000_003])
+def test_overlap_add_through_the_pool_gives_three_times_the_input(tmp_path, length):
+    model = carded_passthrough(tmp_path, sample_rate=48000, frame_length=1024, hop_length=512,
+                               window="sqrt-hann")
+    audio = random_audio(length, seed=length)
+    with AudioEnhancer(model, num_processes=2) as pool:
+        assert pool.framing.overlapping and pool.framing.hop_length == 512
+        result = pool.enhance_audio(audio)
+    assert result.shape == audio.shape and result.dtype == np.float32
+    np.testing.assert_allclose(result, audio * 3, rtol=0, atol=1e-6)
+
+
+def test_card_rate_is_the_models_rate(tmp_path):
+    model = carded_passthrough(tmp_path, sample_rate=16000)
+    with AudioEnhancer(model, num_processes=0, model_sample_rate=48000) as inline:
+        assert inline.model_sample_rate == 16000
+        assert inline.card.name == "ola" and not inline.framing.overlapping
+
+
+@pytest.mark.parametrize("card, message", [
+    ("{not json", "is not readable JSON"),
+    ([1, 2], "must hold a JSON object"),
+    ({}, "'sample_rate' is missing"),
+    ({"sample_rate": "48000"}, "'sample_rate' must be an integer, got '48000'"),
+    ({"sample_rate": 4000}, "'sample_rate' must be 8000-192000 Hz, got 4000"),
+    ({"sample_rate": 48000, "hop_length": 0}, "'hop_length' must be positive"),
+    ({"sample_rate": 48000, "hop_length": 500, "window": "sqrt-hann"},
+     "'hop_length' 500 must divide the frame length 1024"),
+    ({"sample_rate": 48000, "hop_length": 512}, "overlapping frames need window 'sqrt-hann'"),
+    ({"sample_rate": 48000, "window": "sqrt-hann"}, "consecutive frames need window 'none'"),
+    ({"sample_rate": 48000, "window": "hamming"}, "'window' must be one of none, sqrt-hann"),
+    ({"sample_rate": 48000, "frame_length": 512},
+     "'frame_length' is 512 but the model's input frame is 1024"),
+])
+def test_bad_cards_are_refused_naming_card_and_field(tmp_path, card, message):
+    model = tmp_path / "m.tflite"
+    shutil.copy(MODEL_PATH, model)
+    model.with_suffix(".json").write_text(card if isinstance(card, str) else json.dumps(card))
+    with pytest.raises(ModelError, match=message) as error:
+        AudioEnhancer(model, num_processes=0)
+    assert str(model.with_suffix(".json")) in str(error.value)
