@@ -31,7 +31,6 @@ from audio_manipulations import (
     decode_audio,
     encode_audio,
 )
-from enhance_file import AudioEnhancer
 from errors import (
     EnhancerClosed,
     EnhancerError,
@@ -41,12 +40,14 @@ from errors import (
     UnsupportedFormat,
     WorkerCrashed,
 )
+from model_registry import ModelRegistry, UnknownModel
 from service_middleware import EnhanceLimits, Metrics, MetricsMiddleware
 from settings import Settings, SettingsError, load_settings
 
 # Library errors → HTTP status; the library itself knows nothing of HTTP.
 ERROR_STATUS: dict[type[EnhancerError], int] = {
     UnsupportedFormat: 415,
+    UnknownModel: 404,
     InvalidAudio: 422,
     WorkerCrashed: 503,
     Overloaded: 503,
@@ -63,6 +64,16 @@ class ErrorMessage(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    sample_rate: int
+    frame_length: int
+    hop_length: int
+    window: str
+    description: str
+    default: bool
 
 
 class Readiness(BaseModel):
@@ -97,6 +108,7 @@ AUDIO_RESPONSE = {
     },
     400: _error("The body is not valid multipart/form-data."),
     401: _error("X-API-Key is missing or wrong (only when the service has an API key)."),
+    404: _error("The model named in `model` does not exist; the detail lists those that do."),
     413: _error("The upload is larger than MAX_UPLOAD_MB."),
     415: _error("The audio format is not supported."),
     422: _error("The audio or a form field is invalid: empty, truncated, NaN/Inf samples, "
@@ -119,11 +131,11 @@ def require_api_key(request: Request,
         raise HTTPException(401, "a valid X-API-Key header is required")
 
 
-def get_enhancer(request: Request) -> AudioEnhancer:
-    return request.app.state.enhancer
+def get_models(request: Request) -> ModelRegistry:
+    return request.app.state.models
 
 
-EnhancerDep = Annotated[AudioEnhancer, Depends(get_enhancer)]
+ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 
 
 def _swagger_static_dir() -> Path:
@@ -146,14 +158,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        enhancer = await asyncio.to_thread(AudioEnhancer, settings.model_path,
-                                           settings.NUM_PROCESSES,
-                                           model_sample_rate=settings.DESIRED_SAMPLE_RATE)
-        app.state.enhancer = enhancer
+        models = await asyncio.to_thread(ModelRegistry, settings.model_path,
+                                         settings.models_dir, settings.NUM_PROCESSES,
+                                         settings.DESIRED_SAMPLE_RATE)
+        app.state.models = models
+        app.state.enhancer = models.default
         try:
             yield
         finally:
-            await asyncio.to_thread(enhancer.close)
+            await asyncio.to_thread(models.close)
 
     app = FastAPI(
         title="Audio enhancement service",
@@ -188,7 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/enhance", response_class=Response, responses=AUDIO_RESPONSE,
               dependencies=guard, summary="Enhance an audio file")
     async def enhance(
-        enhancer: EnhancerDep,
+        models: ModelsDep,
         file: Annotated[UploadFile, File(
             description="The audio: WAV, FLAC, or headerless samples in `format`.",
             # format: binary is what makes Swagger UI show a file picker.
@@ -202,8 +215,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         f"(float32 or int16, little-endian). Supported: "
                         f"{SUPPORTED_FORMATS_TEXT}.",
             json_schema_extra={"examples": list(RAW_FORMATS)})] = "f32le",
+        model: Annotated[str | None, Form(
+            description="Which model to use (see GET /models); the default model if "
+                        "omitted.")] = None,
     ) -> Response:
         """Return the enhanced audio in the format, sample rate, channels and length sent."""
+        enhancer = models.get(model)
         data = await file.read()
         audio = await asyncio.to_thread(decode_audio, data, format, sample_rate)
         started = time.perf_counter()
@@ -233,18 +250,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/ready", response_model=Readiness, summary="The model and every worker are up",
              responses={503: _error("The model is not loaded or a worker is down.")})
-    async def ready(enhancer: EnhancerDep) -> Readiness | JSONResponse:
-        if not enhancer.is_ready:
+    async def ready(models: ModelsDep) -> Readiness | JSONResponse:
+        if not models.is_ready:
             return JSONResponse({"detail": "the worker pool is not ready"}, status_code=503)
-        return Readiness(status="ready", workers=len(enhancer.worker_pids),
-                         frame_length=enhancer.frame_length,
-                         model_sample_rate=enhancer.model_sample_rate)
+        return Readiness(status="ready", workers=models.worker_count,
+                         frame_length=models.default.frame_length,
+                         model_sample_rate=models.default.model_sample_rate)
+
+    @app.get("/models", response_model=list[ModelInfo], summary="The models served")
+    async def list_models(models: ModelsDep) -> list[ModelInfo]:
+        return [ModelInfo(**info) for info in models.describe()]
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
              responses={200: {"description": "Prometheus text format",
                               "content": {"text/plain": {"schema": {"type": "string"}}}}})
-    async def prometheus_metrics(enhancer: EnhancerDep) -> Response:
-        metrics.worker_restarts.set(enhancer.worker_restarts)
+    async def prometheus_metrics(models: ModelsDep) -> Response:
+        metrics.worker_restarts.set(models.worker_restarts)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/docs", include_in_schema=False)

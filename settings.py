@@ -26,6 +26,8 @@ class Settings(BaseSettings):
                                             "the project folder")
     DESIRED_SAMPLE_RATE: Annotated[int, Field(ge=8000, le=192000)] = Field(
         48000, description="the rate the model runs at, Hz")
+    MODELS_DIR: Path = Field(Path("models"), description="folder of further models: every "
+                             ".tflite with a model card (.json) beside it is served")
     NUM_PROCESSES: Annotated[int, Field(ge=0, le=256)] = Field(
         default_factory=lambda: os.cpu_count() or 1,
         description="worker processes; 0 runs the model inline in the server process")
@@ -39,8 +41,15 @@ class Settings(BaseSettings):
 
     @property
     def model_path(self) -> Path:
-        path = self.TF_MODEL_PATH
-        return path if path.is_absolute() else PROJECT_DIR / path
+        return _from_project(self.TF_MODEL_PATH)
+
+    @property
+    def models_dir(self) -> Path:
+        return _from_project(self.MODELS_DIR)
+
+
+def _from_project(path: Path) -> Path:
+    return path if path.is_absolute() else PROJECT_DIR / path
 
 
 def load_settings() -> Settings:

@@ -256,6 +256,38 @@ def test_broken_or_unsupported_files_get_their_error(client, make, status, detai
     assert_valid_request_succeeds(client)
 
 
+def test_models_are_listed_and_chosen_by_name(tmp_path):
+    import json
+
+    ola = tmp_path / "ola_x3.tflite"
+    shutil.copy(MODEL, ola)
+    ola.with_suffix(".json").write_text(json.dumps({
+        "name": "ola_x3", "sample_rate": 16000, "hop_length": 512, "window": "sqrt-hann",
+        "description": "the passthrough with overlap-add at 16 kHz"}))
+    (tmp_path / "uncarded.tflite").write_bytes(MODEL.read_bytes())  # no card: not served
+    with app_with(MODELS_DIR=str(tmp_path)) as client:
+        listed = client.get("/models").json()
+        assert listed == [
+            {"name": "passthrough_model_lite", "sample_rate": 48000, "frame_length": 1024,
+             "hop_length": 1024, "window": "none", "description": "", "default": True},
+            {"name": "ola_x3", "sample_rate": 16000, "frame_length": 1024, "hop_length": 512,
+             "window": "sqrt-hann", "description": "the passthrough with overlap-add at 16 kHz",
+             "default": False}]
+        audio = noise(16000, seed=5)
+        response = post(client, raw(audio), sample_rate=16000, model="ola_x3")
+        assert response.status_code == 200
+        np.testing.assert_allclose(np.frombuffer(response.content, "<f4"), audio * 3,
+                                   atol=1e-6)
+        response = post(client, raw(audio), model="passthrough_model_lite")
+        np.testing.assert_array_equal(np.frombuffer(response.content, "<f4"), audio * 3)
+        response = post(client, raw(audio), model="nope")
+        assert response.status_code == 404
+        assert response.json()["detail"] == ("unknown model 'nope'; available models: "
+                                             "passthrough_model_lite, ola_x3")
+        assert_valid_request_succeeds(client)
+        assert client.get("/ready").json()["workers"] == 4
+
+
 # ------------------------------------------------------------------ a real server
 
 

@@ -1,0 +1,81 @@
+"""The models a service process serves: the default model and every carded model in a folder.
+
+Each model gets its own ``AudioEnhancer`` (its own worker pool), started together and closed
+together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from enhance_file import AudioEnhancer
+from errors import EnhancerError
+from model_card import card_path_for
+
+
+class UnknownModel(EnhancerError):
+    """The request names a model the service does not have."""
+
+
+class ModelRegistry:
+    """Name → running ``AudioEnhancer``; names come from model cards (or the file's stem)."""
+
+    def __init__(self, default_model: Path, models_dir: Path, num_processes: int,
+                 default_sample_rate: int) -> None:
+        self.enhancers: dict[str, AudioEnhancer] = {}
+        paths = [default_model]
+        if models_dir.is_dir():
+            paths += sorted(p for p in models_dir.glob("*.tflite")
+                            if card_path_for(p).is_file()
+                            and p.resolve() != default_model.resolve())
+        try:
+            for path in paths:
+                enhancer = AudioEnhancer(path, num_processes,
+                                         model_sample_rate=default_sample_rate)
+                if enhancer.card.name in self.enhancers:
+                    enhancer.close()
+                    raise EnhancerError(f"two models are named {enhancer.card.name!r}: "
+                                        f"{self.enhancers[enhancer.card.name].model_path} and "
+                                        f"{path}")
+                self.enhancers[enhancer.card.name] = enhancer
+        except BaseException:
+            self.close()
+            raise
+        self.default_name = next(iter(self.enhancers))
+
+    @property
+    def default(self) -> AudioEnhancer:
+        return self.enhancers[self.default_name]
+
+    def get(self, name: str | None) -> AudioEnhancer:
+        """The named model's enhancer, or the default one for ``None``."""
+        if name is None or name == "":
+            return self.default
+        try:
+            return self.enhancers[name]
+        except KeyError:
+            raise UnknownModel(f"unknown model {name!r}; available models: "
+                               f"{', '.join(self.enhancers)}") from None
+
+    def describe(self) -> list[dict]:
+        return [{"name": name, "sample_rate": e.model_sample_rate,
+                 "frame_length": e.frame_length, "hop_length": e.framing.hop_length,
+                 "window": e.framing.window, "description": e.card.description,
+                 "default": name == self.default_name}
+                for name, e in self.enhancers.items()]
+
+    @property
+    def is_ready(self) -> bool:
+        return all(e.is_ready for e in self.enhancers.values())
+
+    @property
+    def worker_count(self) -> int:
+        return sum(len(e.worker_pids) for e in self.enhancers.values())
+
+    @property
+    def worker_restarts(self) -> int:
+        return sum(e.worker_restarts for e in self.enhancers.values())
+
+    def close(self) -> None:
+        for enhancer in self.enhancers.values():
+            enhancer.close()
