@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-quality train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) bench/run_all.py
+
+bench-quality: $(VENV)/.quality
+	$(PY) bench/quality.py
+
+train: $(VENV)/.dev
+	$(PY) -m training.train
+
+$(VENV)/.quality: requirements-quality.txt $(VENV)/.dev
+	$(PY) -m pip install --quiet -r requirements-quality.txt
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -163,8 +163,11 @@ def test_api_key_is_required_when_set():
 
 def test_health_ready_and_metrics(client):
     assert client.get("/health").json() == {"status": "ok"}
-    assert client.get("/ready").json() == {"status": "ready", "workers": 2,
+    # Two workers for each model: the passthrough (default) and the shipped denoiser.
+    assert client.get("/ready").json() == {"status": "ready", "workers": 4,
                                            "frame_length": 1024, "model_sample_rate": 48000}
+    names = [m["name"] for m in client.get("/models").json()]
+    assert names == ["passthrough_model_lite", "denoiser_48k"]
     post(client, raw(np.ones(48000)))
     post(client, b"")
     text = client.get("/metrics").text
@@ -286,6 +289,18 @@ def test_models_are_listed_and_chosen_by_name(tmp_path):
                                              "passthrough_model_lite, ola_x3")
         assert_valid_request_succeeds(client)
         assert client.get("/ready").json()["workers"] == 4
+
+
+def test_the_denoiser_is_chosen_with_the_model_field(client):
+    from training.train import si_sdr
+
+    clean = np.fromfile(SAMPLES / "speech_48000.f32", dtype="<f4")
+    noisy = clean + noise(len(clean), seed=8) * np.float32(0.3)
+    response = post(client, raw(noisy), model="denoiser_48k")
+    assert response.status_code == 200
+    enhanced = np.frombuffer(response.content, "<f4")
+    assert enhanced.shape == clean.shape
+    assert si_sdr(enhanced, clean) > si_sdr(noisy, clean) + 3
 
 
 # ------------------------------------------------------------------ a real server
