@@ -44,7 +44,8 @@ def noisereduce_default(x: np.ndarray) -> np.ndarray:
 
 
 def noisereduce_tuned(x: np.ndarray) -> np.ndarray:
-    """Stationary gating, full attenuation, 1024-point FFT: the best of a small grid here."""
+    """Hand-tuned for this kind of noise: stationary gating, 0.9 attenuation, a 1-sigma
+    threshold and a 1024-point FFT (better than the defaults on every variant here)."""
     import noisereduce
 
     return noisereduce.reduce_noise(y=x, sr=RATE, stationary=True, prop_decrease=0.9,
