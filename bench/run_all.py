@@ -392,7 +392,18 @@ def write_results(figures: list[Figure], seconds: float) -> str:
     RESULTS.write_text("# Benchmark results\n\n" + table + "\nCommands: every row was made by "
                        "`make bench` (`python bench/run_all.py`); the function named in "
                        "brackets is in `bench/run_all.py`.\n\n" + NOTES)
+    _update_readme(table)
     return table
+
+
+def _update_readme(table: str) -> None:
+    """Put the latest table between the README's benchmark markers."""
+    readme = ROOT / "README.md"
+    start, end = "<!-- bench:start -->\n", "<!-- bench:end -->"
+    text = readme.read_text()
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        readme.write_text(before + start + table + rest[rest.index(end):])
 
 
 NOTES = """\
@@ -400,10 +411,10 @@ NOTES = """\
 
 **1.** The passthrough does no work: one invoke over 1,210 frames is a few hundred
 microseconds of in-cache copying. The pool must move the same 4.9 MB to another process and
-back, and row 1d measures that alone, with no model and no bookkeeping: it already costs 6× the
-single invoke. The pool stays within about 1.5× of that floor. No process pool that copies
-through pipes or sockets can reach 1.5× of an in-process invoke for a model this cheap; what
-would: a shared-memory arena mapped once by every worker (frames written once, results read in
+back, and row 1d measures that alone, with no model and no bookkeeping: it already costs
+6-8× the single invoke, and the pool comes close to that floor (rows 1 and 1d). No process
+pool that copies through pipes or sockets can reach 1.5× of an in-process invoke for a model
+this cheap. What would: a shared-memory arena mapped once by every worker (frames written once, results read in
 place), or, for models this cheap, `num_processes=0` (row 1c, about 1.5×). For a model that
 does real work the copy vanishes beside the compute (row 2: 2 workers are 1.9× one worker).
 
@@ -411,7 +422,7 @@ does real work the copy vanishes beside the compute (row 2: 2 workers are 1.9× 
 encodes the multipart body, uvicorn and python-multipart parse it (a profile of the server's
 event loop shows about 1.7 ms writing the upload into Starlette's spooled file and 1.6 ms reading
 it back per request), and 4.9 MB travel back. Next to the passthrough's 2-3 ms that is 5-7×; next
-to a model that does real work it disappears (row 3c: 1.00×). Serving the raw body without
+to a model that does real work it disappears (row 3c: about 1.05×). Serving the raw body without
 multipart, or a C HTTP parser (httptools, tried: no measurable change here), would trim it;
 the fixed per-byte cost of HTTP stays.
 """
