@@ -414,9 +414,10 @@ microseconds of in-cache copying. The pool must move the same 4.9 MB to another 
 back, and row 1d measures that alone, with no model and no bookkeeping: it already costs
 6-8× the single invoke, and the pool comes close to that floor (rows 1 and 1d). No process
 pool that copies through pipes or sockets can reach 1.5× of an in-process invoke for a model
-this cheap. What would: a shared-memory arena mapped once by every worker (frames written once, results read in
-place), or, for models this cheap, `num_processes=0` (row 1c, about 1.5×). For a model that
-does real work the copy vanishes beside the compute (row 2: 2 workers are 1.9× one worker).
+this cheap. What would: a shared-memory arena mapped once by every worker (frames written
+once, results read in place), or, for models this cheap, `num_processes=0` (row 1c, about
+1.5×). For a model that does real work the copy vanishes beside the compute (row 2: 2 workers
+are 1.9× one worker).
 
 **3.** A 4.9 MB upload costs about 14 ms of HTTP on loopback whatever the model: the client
 encodes the multipart body, uvicorn and python-multipart parse it (a profile of the server's
