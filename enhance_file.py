@@ -241,11 +241,6 @@ class AudioEnhancer:
             return []
         return [w.process.pid for w in list(self._workers) if w.process.pid is not None]
 
-    @property
-    def pending_sessions(self) -> int:
-        """Sessions submitted and not yet finished."""
-        return len(self._active_ids)
-
     def submit(self, audio: np.ndarray, session_id: str | None = None,
                progress: Progress | None = None) -> Future:
         """Queue ``audio`` (1-D float) and return a future of the model's output.
@@ -277,8 +272,14 @@ class AudioEnhancer:
         elif self._runner is not None:
             self._run_inline(session)
         else:
-            self.unprocessed_frames_queue.put(session)
-            self._wake()
+            # Under the close lock, so a session is never queued after the collector's last
+            # look at the queue.
+            with self._close_lock:
+                if self._closed:
+                    future.set_exception(EnhancerClosed("the enhancer is closed"))
+                else:
+                    self.unprocessed_frames_queue.put(session)
+                    self._wake()
         return future
 
     def enhance_audio(self, audio: np.ndarray, session_id: str | None = None,
