@@ -162,7 +162,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          settings.models_dir, settings.NUM_PROCESSES,
                                          settings.DESIRED_SAMPLE_RATE)
         app.state.models = models
-        app.state.enhancer = models.default
         try:
             yield
         finally:

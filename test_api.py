@@ -132,7 +132,7 @@ def test_timeout_gives_504_and_the_service_goes_on():
 
 def test_worker_crash_gives_503_and_the_service_goes_on():
     with app_with() as client:
-        enhancer = client.app.state.enhancer
+        enhancer = client.app.state.models.default
         victim = enhancer.worker_pids[0]
         os.kill(victim, signal.SIGSTOP)  # so it surely holds part of the request
         killer = threading.Timer(0.5, os.kill, (victim, signal.SIGKILL))
@@ -182,7 +182,7 @@ def test_health_ready_and_metrics(client):
 
 def test_ready_is_503_when_a_worker_is_down():
     with app_with() as client:
-        enhancer = client.app.state.enhancer
+        enhancer = client.app.state.models.default
         enhancer.close()
         response = client.get("/ready")
         assert response.status_code == 503
