@@ -45,8 +45,8 @@ from audio_manipulations import (
     fit_length,
 )
 from errors import EnhancerClosed, EnhancerError, InvalidAudio, ModelError, WorkerCrashed
-from framing import FrameSource, Framing, WindowedFrames
-from model_card import check_card, load_card
+from framing import FrameSource, WindowedFrames
+from model_card import framing_for, load_card
 from model_runner import ModelRunner
 
 log = logging.getLogger("enhancer")
@@ -169,9 +169,8 @@ class AudioEnhancer:
         runner = ModelRunner(self.model_path, num_threads)
         self.frame_length = runner.frame_length
         self.card = load_card(self.model_path, model_sample_rate)
-        check_card(self.card, self.frame_length)
+        self.framing = framing_for(self.card, self.frame_length)
         self.model_sample_rate = self.card.sample_rate
-        self.framing = Framing(self.frame_length, self.card.hop_length, self.card.window)
         if frames_per_block is None:
             frames_per_block = max(1, BLOCK_SAMPLES // self.frame_length)
         if frames_per_block < 1:

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+WINDOWS = ("none", "sqrt-hann")
+
 
 def frame_count(num_samples: int, frame_length: int) -> int:
     """Frames needed to cover ``num_samples``: the last one is zero-padded."""
@@ -101,14 +103,15 @@ class Framing:
                  window: str = "none") -> None:
         hop_length = frame_length if hop_length is None else hop_length
         if hop_length < 1 or frame_length % hop_length:
-            raise ValueError(f"hop_length must divide frame_length {frame_length}, "
-                             f"got {hop_length}")
-        if window not in ("none", "sqrt-hann"):
-            raise ValueError(f"window must be 'none' or 'sqrt-hann', got {window!r}")
+            raise ValueError(f"'hop_length' {hop_length} must divide the frame length "
+                             f"{frame_length}")
+        if window not in WINDOWS:
+            raise ValueError(f"'window' must be one of none, sqrt-hann, got {window!r}")
         if (hop_length < frame_length) != (window == "sqrt-hann") or (
                 window == "sqrt-hann" and frame_length // hop_length < 2):
-            raise ValueError("overlapping frames need window 'sqrt-hann' and a hop of at most "
-                             "half a frame; consecutive frames need window 'none'")
+            raise ValueError(f"overlapping frames need window 'sqrt-hann' and a hop of at most "
+                             f"half a frame; consecutive frames need window 'none' (hop "
+                             f"{hop_length}, frame {frame_length}, window {window!r})")
         self.frame_length, self.hop_length, self.window = frame_length, hop_length, window
         self.overlapping = hop_length < frame_length
         if self.overlapping:

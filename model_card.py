@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from errors import ModelError
-
-WINDOWS = ("none", "sqrt-hann")
+from framing import Framing
 
 
 @dataclass(frozen=True)
@@ -78,28 +77,19 @@ def load_card(model_path: str | Path, default_sample_rate: int) -> ModelCard:
     hop = get("hop_length", int, None)
     if hop is not None and hop < 1:
         raise ModelError(f"model card {path}: 'hop_length' must be positive, got {hop}")
-    window = get("window", str, "none")
-    if window not in WINDOWS:
-        raise ModelError(f"model card {path}: 'window' must be one of {', '.join(WINDOWS)}, "
-                         f"got {window!r}")
+    window = get("window", str, "none")  # checked with the hop by framing_for
     known = {"name", "sample_rate", "frame_length", "hop_length", "window", "description"}
     return ModelCard(get("name", str, model_path.stem), model_path, rate,
                      get("frame_length", int, None), hop, window, get("description", str, ""),
                      {k: v for k, v in data.items() if k not in known})
 
 
-def check_card(card: ModelCard, frame_length: int) -> None:
-    """Check the card against the model's real frame length."""
+def framing_for(card: ModelCard, frame_length: int) -> Framing:
+    """The framing the card asks for, checked against the model's real frame length."""
     if card.frame_length is not None and card.frame_length != frame_length:
         raise ModelError(f"model card {card.card_path}: 'frame_length' is {card.frame_length} "
                          f"but the model's input frame is {frame_length}")
-    hop = card.hop_length or frame_length
-    if frame_length % hop:
-        raise ModelError(f"model card {card.card_path}: 'hop_length' {hop} must divide the "
-                         f"frame length {frame_length}")
-    if (hop < frame_length) != (card.window == "sqrt-hann") or (
-            card.window == "sqrt-hann" and frame_length // hop < 2):
-        raise ModelError(f"model card {card.card_path}: overlapping frames need window "
-                         f"'sqrt-hann' and a hop of at most half a frame; consecutive frames "
-                         f"need window 'none' (hop {hop}, frame {frame_length}, "
-                         f"window {card.window!r})")
+    try:
+        return Framing(frame_length, card.hop_length, card.window)
+    except ValueError as exc:
+        raise ModelError(f"model card {card.card_path}: {exc}") from None

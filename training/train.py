@@ -13,16 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from framing import sqrt_hann
 from training import data
 from training.denoiser_model import BANDS, FRAME, HOP, LOW_BINS, RATE, build_denoiser, export_fp16
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "models" / "denoiser_48k.tflite"
-
-
-def sqrt_hann() -> np.ndarray:
-    n = np.arange(FRAME)
-    return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / FRAME)).astype(np.float32)
 
 
 class FrameSampler:
@@ -32,7 +28,7 @@ class FrameSampler:
         self.noisy = np.concatenate([m.noisy for m in mixtures])
         self.clean = np.concatenate([m.clean for m in mixtures])
         self.rng = np.random.default_rng(seed)
-        self.window = sqrt_hann()
+        self.window = sqrt_hann(FRAME)
 
     def sample(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         starts = self.rng.integers(0, self.noisy.shape[0] - FRAME, count)
