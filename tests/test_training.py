@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT
 
 from enhance_file import AudioEnhancer
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None and not os.environ.get("CI"),
+                    reason="espeak-ng is not installed (.ci/run installs it)")
 def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
     output = tmp_path / "smoke_denoiser.tflite"
     result = subprocess.run([sys.executable, "-m", "training.train", "--smoke", "--output",
