@@ -561,7 +561,7 @@ def test_swagger_ui_renders_offline_in_headless_chromium(server, tmp_path):
     assert screenshot.stat().st_size > 10_000
 
 
-def test_schemathesis_finds_no_server_error_or_schema_mismatch(server):
+def test_schemathesis_finds_no_server_error_or_schema_mismatch(server, tmp_path):
     st = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     result = subprocess.run(
         [st, "run", f"{server.url}/openapi.json", "--checks", "all",
@@ -569,7 +569,7 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(server):
          "--exclude-checks", "positive_data_acceptance",
          "--max-examples", "200", "--seed", "1", "--request-timeout", "30",
          "--suppress-health-check", "all"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache goes there
     assert result.returncode == 0, result.stdout[-4000:]
 
 
