@@ -66,6 +66,13 @@ def sqrt_hann(frame_length: int) -> np.ndarray:
     return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / frame_length)).astype(np.float32)
 
 
+def overlapped_frame_count(num_samples: int, frame_length: int, hop_length: int) -> int:
+    """Frames ``hop`` apart covering ``num_samples`` after ``frame - hop`` samples of lead-in."""
+    if num_samples == 0:
+        return 0
+    return (frame_length - hop_length + num_samples - 1) // hop_length + 1
+
+
 class WindowedFrames:
     """Overlapping frames ``hop`` apart, each multiplied by the analysis window.
 
@@ -76,14 +83,13 @@ class WindowedFrames:
     def __init__(self, audio: np.ndarray, frame_length: int, hop_length: int,
                  window: np.ndarray) -> None:
         self.num_samples = audio.shape[0]
-        self.lead = frame_length - hop_length
-        if self.num_samples == 0:
-            self.num_frames = 0
+        self.num_frames = overlapped_frame_count(self.num_samples, frame_length, hop_length)
+        if self.num_frames == 0:
             self._frames = np.zeros((0, frame_length), np.float32)
             return
-        self.num_frames = (self.lead + self.num_samples - 1) // hop_length + 1
+        lead = frame_length - hop_length
         padded = np.zeros((self.num_frames - 1) * hop_length + frame_length, np.float32)
-        padded[self.lead:self.lead + self.num_samples] = audio
+        padded[lead:lead + self.num_samples] = audio
         view = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
         self._frames = view * window
 
@@ -106,7 +112,7 @@ class Framing:
             raise ValueError(f"'hop_length' {hop_length} must divide the frame length "
                              f"{frame_length}")
         if window not in WINDOWS:
-            raise ValueError(f"'window' must be one of none, sqrt-hann, got {window!r}")
+            raise ValueError(f"'window' must be one of {', '.join(WINDOWS)}, got {window!r}")
         if (hop_length < frame_length) != (window == "sqrt-hann") or (
                 window == "sqrt-hann" and frame_length // hop_length < 2):
             raise ValueError(f"overlapping frames need window 'sqrt-hann' and a hop of at most "
@@ -128,9 +134,7 @@ class Framing:
     def frame_count(self, num_samples: int) -> int:
         if not self.overlapping:
             return frame_count(num_samples, self.frame_length)
-        if num_samples == 0:
-            return 0
-        return (self.frame_length - self.hop_length + num_samples - 1) // self.hop_length + 1
+        return overlapped_frame_count(num_samples, self.frame_length, self.hop_length)
 
     def join(self, processed: np.ndarray, num_samples: int) -> np.ndarray:
         """The model's frames put back into ``num_samples`` of audio."""
