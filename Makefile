@@ -1,5 +1,5 @@
 # make run  - create .venv, install, and serve on 127.0.0.1:8080 (APP_INTERFACE/APP_PORT)
-# make test - create .venv, install the test tools too, and run every test
+# make test - create .venv, install the test tools too, lint, type-check and run every test
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,18 +21,18 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(PY)
 run: $(VENV)/.runtime
 	$(PY) main.py
 
-test: $(VENV)/.dev
-	$(PY) -m ruff check .
+test: lint
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: $(VENV)/.dev
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 bench-quality: $(VENV)/.quality
-	$(PY) bench/quality.py
+	$(PY) -m bench.quality
 
 train: $(VENV)/.dev
 	$(PY) -m training.train
@@ -42,4 +42,4 @@ $(VENV)/.quality: requirements-quality.txt $(VENV)/.dev
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

@@ -13,7 +13,7 @@ from numbers import Integral
 
 import numpy as np
 
-from errors import InvalidAudio, UnsupportedFormat
+from enhancer.errors import InvalidAudio, UnsupportedFormat
 
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
@@ -24,6 +24,10 @@ RAW_FORMATS: dict[str, tuple[str, float | None]] = {
     "s16le": ("<i2", 32768.0),
 }
 CONTAINERS = ("WAV", "FLAC")
+# What each container is answered with over HTTP; headerless audio is application/octet-stream.
+MEDIA_TYPES = {"WAV": "audio/wav", "FLAC": "audio/flac", "raw": "application/octet-stream"}
+# File names the CLI's folder mode picks up.
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".raw", ".pcm", ".f32", ".s16"})
 SUPPORTED_FORMATS_TEXT = "WAV (PCM 16/24/32-bit, float), FLAC (16/24-bit), raw f32le, raw s16le"
 
 # Full scale of the integer subtypes soundfile reads as float in [-1, 1).
@@ -53,8 +57,7 @@ class AudioFormat:
 
     @property
     def media_type(self) -> str:
-        return {"WAV": "audio/wav", "FLAC": "audio/flac"}.get(self.container,
-                                                              "application/octet-stream")
+        return MEDIA_TYPES.get(self.container, MEDIA_TYPES["raw"])
 
 
 @dataclass
@@ -74,10 +77,11 @@ def check_sample_rate(value: object, name: str = "sample_rate") -> int:
     """Return ``value`` as an int if it is an integer rate in the supported range."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer number of Hz, got {type(value).__name__}")
-    if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+    rate = int(value)
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise ValueError(f"{name} must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, "
-                         f"got {value}")
-    return int(value)
+                         f"got {rate}")
+    return rate
 
 
 def check_samples(samples: object, name: str = "raw_data") -> np.ndarray:
@@ -108,7 +112,7 @@ def convert_to_required_format(raw_data: np.ndarray, desired_sample_rate: int,
     raw_data : ndarray
         Float samples, ``[n]`` or ``[n, channels]``.
     desired_sample_rate, original_sample_rate : int
-        Rates in Hz, 8000 to 192000.
+        Rates in Hz, ``MIN_SAMPLE_RATE`` to ``MAX_SAMPLE_RATE``.
 
     Returns
     -------

@@ -20,22 +20,20 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from audio_manipulations import encode_audio
+from audio_manipulations import AudioFormat, encode_audio
 from enhance_file import AudioEnhancer
+from enhancer.settings import Settings
 from main import create_app
-from settings import Settings
-
-ROOT = Path(__file__).resolve().parent
-MODEL = ROOT / "models" / "passthrough_model_lite.tflite"
-SAMPLES = ROOT / "audio_samples"
-
-
-def raw(samples: np.ndarray) -> bytes:
-    return samples.astype("<f4").tobytes()
-
-
-def noise(length: int, seed: int) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal(length) * 0.1).astype(np.float32)
+from tests.helpers import (
+    PASSTHROUGH,
+    ROOT,
+    SAMPLES,
+    LiveServer,
+    children_of,
+    random_audio,
+    raw,
+    wait_until_gone,
+)
 
 
 def post(client, data: bytes | None, sample_rate: int | None = 48000, name: str = "a.raw",
@@ -48,7 +46,9 @@ def post(client, data: bytes | None, sample_rate: int | None = 48000, name: str 
 
 
 def app_with(**overrides) -> TestClient:
-    return TestClient(create_app(Settings(NUM_PROCESSES=2, **overrides)))
+    """The app on two workers, serving the ×3 passthrough by default so answers are exact."""
+    overrides = {"NUM_PROCESSES": 2, "TF_MODEL_PATH": PASSTHROUGH, **overrides}
+    return TestClient(create_app(Settings(**overrides)))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def client():
 
 
 def assert_valid_request_succeeds(client) -> None:
-    audio = noise(1000, seed=99)
+    audio = random_audio(1000, seed=99)
     response = post(client, raw(audio))
     assert response.status_code == 200, response.text
     np.testing.assert_array_equal(np.frombuffer(response.content, "<f4"), audio * 3)
@@ -103,7 +103,7 @@ def test_other_rate_keeps_length_and_rate(client):
     (raw(np.zeros(8)), {"sample_rate": 192001}, 422,
      "sample_rate: Input should be less than or equal to 192000"),
     (raw(np.zeros(8)), {"sample_rate": "fast"}, 422, "sample_rate: Input should be a valid int"),
-    (raw(np.zeros(8)), {"format": "mp3"}, 415, "unknown raw format 'mp3'; supported formats"),
+    (raw(np.zeros(8)), {"format": "mp3"}, 422, "format: Input should be 'f32le' or 's16le'"),
 ])
 def test_bad_requests_get_their_status_and_detail(client, data, fields, status, detail):
     fields = {"sample_rate": 48000, **fields}
@@ -123,7 +123,7 @@ def test_upload_over_the_limit_is_refused_by_content_length():
 
 def test_timeout_gives_504_and_the_service_goes_on():
     with app_with(REQUEST_TIMEOUT_S=0.001) as hurried:
-        response = post(hurried, raw(noise(5_000_000, seed=1)))
+        response = post(hurried, raw(random_audio(5_000_000, seed=1)))
         assert response.status_code == 504
         assert response.json()["detail"] == "enhancing took longer than 0.001 s"
     with app_with() as client:
@@ -137,7 +137,7 @@ def test_worker_crash_gives_503_and_the_service_goes_on():
         os.kill(victim, signal.SIGSTOP)  # so it surely holds part of the request
         killer = threading.Timer(0.5, os.kill, (victim, signal.SIGKILL))
         killer.start()
-        response = post(client, raw(noise(3_000_000, seed=2)))
+        response = post(client, raw(random_audio(3_000_000, seed=2)))
         killer.join()
         assert response.status_code == 503
         assert f"worker process {victim} was killed by SIGKILL" in response.json()["detail"]
@@ -263,20 +263,21 @@ def test_models_are_listed_and_chosen_by_name(tmp_path):
     import json
 
     ola = tmp_path / "ola_x3.tflite"
-    shutil.copy(MODEL, ola)
+    shutil.copy(PASSTHROUGH, ola)
     ola.with_suffix(".json").write_text(json.dumps({
         "name": "ola_x3", "sample_rate": 16000, "hop_length": 512, "window": "sqrt-hann",
         "description": "the passthrough with overlap-add at 16 kHz"}))
-    (tmp_path / "uncarded.tflite").write_bytes(MODEL.read_bytes())  # no card: not served
+    (tmp_path / "uncarded.tflite").write_bytes(PASSTHROUGH.read_bytes())  # no card: not served
     with app_with(MODELS_DIR=str(tmp_path)) as client:
         listed = client.get("/models").json()
         assert listed == [
             {"name": "passthrough_model_lite", "sample_rate": 48000, "frame_length": 1024,
-             "hop_length": 1024, "window": "none", "description": "", "default": True},
+             "hop_length": 1024, "window": "none", "description": "Multiplies every sample "
+             "by 3: the pipeline's exactness reference, not an enhancer.", "default": True},
             {"name": "ola_x3", "sample_rate": 16000, "frame_length": 1024, "hop_length": 512,
              "window": "sqrt-hann", "description": "the passthrough with overlap-add at 16 kHz",
              "default": False}]
-        audio = noise(16000, seed=5)
+        audio = random_audio(16000, seed=5)
         response = post(client, raw(audio), sample_rate=16000, model="ola_x3")
         assert response.status_code == 200
         np.testing.assert_allclose(np.frombuffer(response.content, "<f4"), audio * 3,
@@ -291,11 +292,41 @@ def test_models_are_listed_and_chosen_by_name(tmp_path):
         assert client.get("/ready").json()["workers"] == 4
 
 
+def test_the_default_model_is_the_speech_denoiser():
+    with TestClient(create_app(Settings(NUM_PROCESSES=1))) as default_client:
+        listed = {m["name"]: m["default"] for m in default_client.get("/models").json()}
+        assert listed["denoiser_48k"] is True and listed["passthrough_model_lite"] is False
+
+
+def test_swagger_form_opens_with_valid_choices_and_readable_operation_ids(client):
+    schema = client.get("/openapi.json").json()
+    operations = {op["operationId"] for path in schema["paths"].values()
+                  for op in path.values()}
+    assert {"enhance", "list_models", "health", "ready", "metrics"} <= operations
+    form = next(iter(schema["paths"]["/enhance"]["post"]["requestBody"]["content"].values()))
+    ref = form["schema"]["$ref"].rsplit("/", 1)[-1]
+    fields = schema["components"]["schemas"][ref]["properties"]
+    assert fields["model"]["enum"] == ["passthrough_model_lite", "denoiser_48k"]
+    assert fields["model"]["default"] == "passthrough_model_lite"
+    formats = schema["components"]["schemas"]["RawFormat"]["enum"]
+    assert formats == ["f32le", "s16le"] and fields["format"]["default"] == "f32le"
+    disposition = schema["paths"]["/enhance"]["post"]["responses"]["200"]["headers"][
+        "Content-Disposition"]["description"]
+    assert "<" not in disposition  # Swagger would render it as an HTML tag and hide it
+
+
+def test_the_page_is_served_at_the_root(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith(
+        "text/html")
+    assert "/static/" in response.text
+
+
 def test_the_denoiser_is_chosen_with_the_model_field(client):
-    from training.train import si_sdr
+    from enhancer.metrics import si_sdr
 
     clean = np.fromfile(SAMPLES / "speech_48000.f32", dtype="<f4")
-    noisy = clean + noise(len(clean), seed=8) * np.float32(0.3)
+    noisy = clean + random_audio(len(clean), seed=8) * np.float32(0.3)
     response = post(client, raw(noisy), model="denoiser_48k")
     assert response.status_code == 200
     enhanced = np.frombuffer(response.content, "<f4")
@@ -306,79 +337,9 @@ def test_the_denoiser_is_chosen_with_the_model_field(client):
 # ------------------------------------------------------------------ a real server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-                found.append(int(entry.name))
-    return found
-
-
-class Server:
-    """``python main.py`` on a free loopback port, as ``make run`` starts it."""
-
-    def __init__(self, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {**os.environ, "APP_PORT": str(self.port), "NUM_PROCESSES": "2", **env}
-        self.process = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=environment,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the server did not start: {self.process.stderr.read().decode()}")
-
-    def post_tiny(self) -> httpx.Response:
-        return httpx.post(f"{self.url}/enhance", files={"file": ("a.raw", raw(np.ones(8)))},
-                          data={"sample_rate": "48000"}, timeout=30)
-
-    def assert_serves(self) -> None:
-        response = self.post_tiny()
-        assert response.status_code == 200
-        np.testing.assert_array_equal(np.frombuffer(response.content, "<f4"), np.full(8, 3))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 @pytest.fixture(scope="module")
 def server():
-    running = Server()
+    running = LiveServer()
     yield running
     running.stop()
 
@@ -399,7 +360,7 @@ def test_real_server_returns_exactly_three_times_and_keeps_rate(server):
 def test_64_concurrent_requests_each_get_their_own_result(server):
     rng = np.random.default_rng(64)
     rates = [8000, 16000, 22050, 44100, 48000, 96000]
-    cases = [(noise(int(rng.integers(1, 100_000)), seed=i), rates[i % len(rates)])
+    cases = [(random_audio(int(rng.integers(1, 100_000)), seed=i), rates[i % len(rates)])
              for i in range(64)]
 
     async def send_all():
@@ -410,22 +371,16 @@ def test_64_concurrent_requests_each_get_their_own_result(server):
                 for i, (audio, rate) in enumerate(cases)))
 
     responses = asyncio.run(send_all())
-    with AudioEnhancer(MODEL, num_processes=0) as reference:
+    with AudioEnhancer(PASSTHROUGH, num_processes=0) as reference:
         for (audio, rate), response in zip(cases, responses, strict=True):
             assert response.status_code == 200, response.text
             expected, _ = encode_audio(reference.enhance(audio, rate), rate,
-                                       _raw_f32_format())
+                                       AudioFormat("raw", "f32le"))
             assert response.content == expected
 
 
-def _raw_f32_format():
-    from audio_manipulations import AudioFormat
-
-    return AudioFormat("raw", "f32le")
-
-
 def test_health_answers_fast_while_a_long_upload_is_processed(server):
-    sixty_seconds = raw(noise(60 * 16000, seed=60))  # resampled to 48 kHz and back
+    sixty_seconds = raw(random_audio(60 * 16000, seed=60))  # resampled to 48 kHz and back
     result = {}
 
     def long_request():
@@ -450,7 +405,7 @@ def test_health_answers_fast_while_a_long_upload_is_processed(server):
 
 
 def test_upload_without_length_is_cut_off_by_counting():
-    server = Server(MAX_UPLOAD_MB="0.05")
+    server = LiveServer(MAX_UPLOAD_MB="0.05")
     try:
         # Chunked, with no Content-Length: 128 kB sent of a body that never ends. The
         # answer must come while the body is still arriving, so it was not buffered.
@@ -476,7 +431,7 @@ def test_upload_without_length_is_cut_off_by_counting():
 
 
 def test_too_many_pending_requests_get_503_with_retry_after():
-    server = Server(MAX_PENDING_REQUESTS="1")
+    server = LiveServer(MAX_PENDING_REQUESTS="1")
     try:
         release = threading.Event()
 
@@ -502,14 +457,15 @@ def test_too_many_pending_requests_get_503_with_retry_after():
 
 
 def test_sigterm_finishes_requests_in_flight_then_leaves_no_process():
-    server = Server()
+    server = LiveServer()
     workers = children_of(server.process.pid)
     assert len(workers) >= 2
     result = {}
 
     def request():
         result["response"] = httpx.post(
-            f"{server.url}/enhance", files={"file": ("a.raw", raw(noise(30 * 16000, seed=3)))},
+            f"{server.url}/enhance",
+            files={"file": ("a.raw", raw(random_audio(30 * 16000, seed=3)))},
             data={"sample_rate": "16000"}, timeout=60)
 
     in_flight = threading.Thread(target=request)
@@ -522,10 +478,7 @@ def test_sigterm_finishes_requests_in_flight_then_leaves_no_process():
     in_flight.join()
     assert result["response"].status_code == 200
     assert len(result["response"].content) == 30 * 16000 * 4
-    deadline = time.monotonic() + 5
-    while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(gone(pid) for pid in workers)
+    assert wait_until_gone(workers)
 
 
 def test_bad_settings_fail_at_start_naming_the_variable():
@@ -550,7 +503,7 @@ def test_swagger_ui_renders_offline_in_headless_chromium(server, tmp_path):
                # Every host but loopback fails to resolve: the network is off.
                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                "--virtual-time-budget=10000", "--window-size=1280,900"]
-    url = f"{server.url}/docs#/default/enhance_enhance_post"  # deep link: the form opens
+    url = f"{server.url}/docs#/enhance/enhance"  # deep link: the form opens
     dom = subprocess.run([_chromium(), *offline, "--dump-dom", url], capture_output=True,
                          text=True, timeout=120)
     assert 'class="opblock-summary-path"' in dom.stdout, dom.stderr[-2000:]

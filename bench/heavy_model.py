@@ -2,7 +2,7 @@
 
 About 1 ms per 1024-sample frame on one core, so parallel speed-up shows; the passthrough
 model is too cheap to show it. Input and output ``[batch, 1024, 1]`` float32, like the
-shipped model. Run: ``python bench/heavy_model.py [OUTPUT.tflite]``.
+shipped model. Run: ``python -m bench.heavy_model [OUTPUT.tflite]``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "heavy_model.tflite"
 
 
@@ -27,7 +26,6 @@ def build_heavy_model(frame_length: int = 1024, channels: int = 64, layers: int 
 
 
 def main(output: Path = DEFAULT_OUTPUT) -> Path:
-    sys.path.insert(0, str(ROOT))
     from tfl_model_exporter import export_to_tflite
 
     keras_model = build_heavy_model()

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import ctypes
 import json
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
+from scipy.signal import istft, resample_poly, stft
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from enhancer import AudioEnhancer
+from enhancer.metrics import si_sdr
+from enhancer.paths import DENOISER_MODEL, PROJECT_DIR
+from training import data
 
-from scipy.signal import istft, resample_poly, stft  # noqa: E402
-
-from enhance_file import AudioEnhancer  # noqa: E402
-from training import data  # noqa: E402
-from training.train import si_sdr  # noqa: E402
-
-MODEL = ROOT / "models" / "denoiser_48k.tflite"
+ROOT = PROJECT_DIR
+MODEL = DENOISER_MODEL
 RESULTS = ROOT / "bench" / "quality.md"
 RATE = 48000
 SNRS = (-5, 0, 5, 10, 15)

@@ -1,7 +1,7 @@
 """Run every benchmark and write ``bench/results.md``.
 
 Each figure is a ratio against a baseline measured in the same run, since the machine is
-shared and noisy. Run: ``make bench`` (or ``python bench/run_all.py``).
+shared and noisy. Run: ``make bench`` (or ``python -m bench.run_all``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -17,20 +16,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import soundfile as sf
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
+from audio_manipulations import convert_to_required_format
+from enhancer import AudioEnhancer
+from enhancer.framing import FrameSource
+from enhancer.model_runner import ModelRunner
+from tests.helpers import DENOISER, PASSTHROUGH, ROOT, LiveServer, children_of
 
-from audio_manipulations import convert_to_required_format  # noqa: E402
-from enhance_file import AudioEnhancer  # noqa: E402
-from framing import FrameSource  # noqa: E402
-from model_runner import ModelRunner  # noqa: E402
-
-PASSTHROUGH = ROOT / "models" / "passthrough_model_lite.tflite"
 HEAVY = ROOT / "bench" / "heavy_model.tflite"
-DENOISER = ROOT / "models" / "denoiser_48k.tflite"
 RECORDING = ROOT / "audio_samples" / "speech_48000.wav"
 SHORT_SAMPLE = ROOT / "audio_samples" / "speech_48000.f32"
 RESULTS = ROOT / "bench" / "results.md"
@@ -153,7 +148,7 @@ def _echo_floor(audio: np.ndarray) -> float:
 
 def heavy_two_workers_vs_one(audio: np.ndarray) -> list[Figure]:
     if not HEAVY.exists():
-        from heavy_model import main as build_heavy
+        from bench.heavy_model import main as build_heavy
 
         build_heavy(HEAVY)
     timings = {}
@@ -184,57 +179,28 @@ def denoiser_speed(audio: np.ndarray) -> list[Figure]:
                    f"{elapsed * 1000:.0f} ms for {duration:.1f} s of audio")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def bench_server(model: Path) -> LiveServer:
+    """``python main.py`` on a free loopback port with the given model, 2 workers."""
+    return LiveServer(TF_MODEL_PATH=str(model), MAX_PENDING_REQUESTS="256")
 
 
-class Server:
-    """``python main.py`` on a free loopback port with the given model."""
+def round_trip_time(server: LiveServer, audio: np.ndarray, repeats: int) -> float:
+    import httpx
 
-    def __init__(self, model: Path) -> None:
-        import httpx
+    body = audio.astype("<f4").tobytes()
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        def round_trip() -> None:
+            response = http.post("/enhance", files={"file": ("a.raw", body)},
+                                 data={"sample_rate": "48000"})
+            assert response.status_code == 200
 
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "APP_PORT": str(port), "NUM_PROCESSES": "2",
-               "MAX_PENDING_REQUESTS": "256", "TF_MODEL_PATH": str(model)}
-        self.process = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-    def round_trip_time(self, audio: np.ndarray, repeats: int) -> float:
-        import httpx
-
-        body = audio.astype("<f4").tobytes()
-        with httpx.Client(base_url=self.url, timeout=60) as http:
-            def round_trip() -> None:
-                response = http.post("/enhance", files={"file": ("a.raw", body)},
-                                     data={"sample_rate": "48000"})
-                assert response.status_code == 200
-
-            return median_time(round_trip, repeats, warmup=2)
+        return median_time(round_trip, repeats, warmup=2)
 
 
 def http_figures(audio: np.ndarray) -> list[Figure]:
-    server = Server(PASSTHROUGH)
+    server = bench_server(PASSTHROUGH)
     try:
-        over_http = server.round_trip_time(audio, 10)
+        over_http = round_trip_time(server, audio, 10)
         short = np.fromfile(SHORT_SAMPLE, dtype="<f4")
         with AudioEnhancer(PASSTHROUGH, num_processes=2) as pool:
             direct = median_time(lambda: pool.enhance_audio(audio), 10, warmup=2)
@@ -255,9 +221,9 @@ def http_figures(audio: np.ndarray) -> list[Figure]:
                 f"baseline: enhance_audio calls/s on the same clip, one caller"))
     finally:
         server.stop()
-    server = Server(HEAVY)
+    server = bench_server(HEAVY)
     try:
-        over_http = server.round_trip_time(audio, 5)
+        over_http = round_trip_time(server, audio, 5)
     finally:
         server.stop()
     with AudioEnhancer(HEAVY, num_processes=2) as pool:
@@ -322,10 +288,10 @@ def memory_figure(audio: np.ndarray) -> list[Figure]:
     time.sleep(1.0)
     numpy_process = rss_mb(bare.pid)
     bare.communicate(b"")
-    server = Server(PASSTHROUGH)
+    server = bench_server(PASSTHROUGH)
     try:
-        server.round_trip_time(audio, 1)
-        in_service = max(rss_mb(pid) for pid in _children(server.process.pid))
+        round_trip_time(server, audio, 1)
+        in_service = max(rss_mb(pid) for pid in children_of(server.process.pid))
     finally:
         server.stop()
     return [Figure("5. resident memory of one worker process vs a bare python + numpy process",
@@ -334,19 +300,6 @@ def memory_figure(audio: np.ndarray) -> list[Figure]:
             Figure("5b. the same in the service (python main.py)", in_service, numpy_process,
                    "MB", "≤ 80 MB", in_service <= 80, "make bench (memory_figure)",
                    "spawned workers re-import the main script, here main.py and FastAPI")]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def resampling_figures(audio: np.ndarray) -> list[Figure]:
@@ -390,7 +343,7 @@ def write_results(figures: list[Figure], seconds: float) -> str:
                      f"| {f.note} |")
     table = "\n".join(lines) + "\n"
     RESULTS.write_text("# Benchmark results\n\n" + table + "\nCommands: every row was made by "
-                       "`make bench` (`python bench/run_all.py`); the function named in "
+                       "`make bench` (`python -m bench.run_all`); the function named in "
                        "brackets is in `bench/run_all.py`.\n\n" + NOTES)
     _update_readme(table)
     return table

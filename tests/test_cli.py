@@ -12,14 +12,18 @@ import termios
 
 import numpy as np
 import pytest
-from conftest import ROOT, SAMPLES
+import soundfile as sf
+
+from tests.helpers import PASSTHROUGH, ROOT, SAMPLES, run_cli
+from tests.test_formats import make_audio
 
 SCRIPT = str(ROOT / "enhance_file.py")
+# The ×3 passthrough unless a test says otherwise, so results are exact.
+PASSTHROUGH_ENV = {**os.environ, "TF_MODEL_PATH": str(PASSTHROUGH)}
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env=env)
+    return run_cli(*args, env=PASSTHROUGH_ENV if env is None else env)
 
 
 def test_round_trip_at_48k_is_exactly_three_times(tmp_path):
@@ -118,7 +122,8 @@ def test_long_input_shows_a_progress_bar(tmp_path):
     try:
         result = subprocess.run([sys.executable, SCRIPT, "--source-file", str(source),
                                  "--destination-file", str(tmp_path / "out.raw")],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal, timeout=120)
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal, timeout=120,
+                                env=PASSTHROUGH_ENV)
         drawn = os.read(controller, 65536).decode()
     finally:
         os.close(controller)
@@ -132,9 +137,94 @@ def test_long_input_shows_a_progress_bar(tmp_path):
 
 def test_cli_and_service_never_import_tensorflow(tmp_path):
     code = ("import sys, enhance_file, main\n"
-            f"enhance_file.run_cli(['--source-file', {str(SAMPLES / 'speech_16000.f32')!r}, "
+            "from enhancer.cli import run_cli\n"
+            "from service.app import create_app\n"
+            "create_app()\n"
+            f"run_cli(['--source-file', {str(SAMPLES / 'speech_16000.f32')!r}, "
             f"'--destination-file', {str(tmp_path / 'o.raw')!r}, '--sample-rate', '16000'])\n"
             "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras'))]\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_default_model_is_the_speech_denoiser(tmp_path):
+    from enhancer.metrics import si_sdr
+
+    clean, rate = sf.read(SAMPLES / "speech_48000.wav", dtype="float32")
+    noise = np.random.default_rng(5).standard_normal(len(clean)).astype(np.float32)
+    noisy = clean + noise * np.float32(np.std(clean) / np.std(noise) / 3)  # about 10 dB SNR
+    source, out = tmp_path / "noisy.wav", tmp_path / "clean.wav"
+    sf.write(source, noisy, rate, subtype="FLOAT")
+    env = {k: v for k, v in os.environ.items() if k != "TF_MODEL_PATH"}
+    result = cli("--source-file", str(source), "--destination-file", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    enhanced, _ = sf.read(out, dtype="float32")
+    assert enhanced.shape == noisy.shape
+    assert si_sdr(enhanced, clean) > si_sdr(noisy, clean) + 3
+
+
+# ------------------------------------------------------------------ formats
+
+
+def test_cli_keeps_a_stereo_int16_wav_and_warns_of_clipping(tmp_path):
+    out = tmp_path / "out.wav"
+    result = cli("--source-file", str(SAMPLES / "speech_stereo_48000.wav"),
+                 "--destination-file", str(out))
+    assert result.returncode == 0, result.stderr
+    source, rate = sf.read(SAMPLES / "speech_stereo_48000.wav", dtype="int16")
+    enhanced, out_rate = sf.read(out, dtype="int16")
+    info = sf.info(out)
+    assert (info.format, info.subtype, info.channels, out_rate) == ("WAV", "PCM_16", 2, rate)
+    expected = np.clip(source.astype(np.int64) * 3, -32768, 32767)
+    np.testing.assert_array_equal(enhanced, expected)
+    clipped = int(np.count_nonzero(expected != source.astype(np.int64) * 3))
+    assert clipped > 0
+    assert result.stderr == f"warning: {clipped} samples clipped to the integer range\n"
+
+
+def test_cli_reads_s16le(tmp_path):
+    source = tmp_path / "in.s16"
+    pcm = (np.random.default_rng(1).standard_normal(16000) * 3000).astype("<i2")
+    pcm.tofile(source)
+    out = tmp_path / "out.s16"
+    result = cli("--source-file", str(source), "--destination-file", str(out), "--format",
+                 "s16le", "--sample-rate", "16000")
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size == source.stat().st_size
+
+
+def test_cli_refuses_unsupported_and_corrupt_files(tmp_path):
+    ogg = tmp_path / "a.ogg"
+    ogg.write_bytes(b"OggS" + b"\x00" * 100)
+    truncated = tmp_path / "cut.wav"
+    truncated.write_bytes((SAMPLES / "speech_stereo_48000.wav").read_bytes()[:5000])
+    for source, message in ((ogg, "Ogg audio is not supported; supported formats:"),
+                            (truncated, "the WAV data is truncated")):
+        out = tmp_path / "out.wav"
+        result = cli("--source-file", str(source), "--destination-file", str(out))
+        assert result.returncode == 2
+        assert message in result.stderr and result.stderr.count("\n") == 1
+        assert not out.exists()
+
+
+def test_cli_folder_mode_enhances_mixed_files_and_reports_skipped(tmp_path):
+    source, dest = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    (source / "a.wav").write_bytes(make_audio("WAV", "PCM_24", 44100, 2))
+    (source / "b.flac").write_bytes(make_audio("FLAC", "PCM_16", 22050, 1))
+    (source / "c.f32").write_bytes(make_audio("raw", "f32le", 48000, 1))
+    (source / "d.wav").write_bytes(make_audio("WAV", "FLOAT", 48000, 1)[:3000])
+    (source / "notes.txt").write_text("not audio")
+    result = cli("--source-file", str(source), "--destination-file", str(dest))
+    assert result.returncode == 2
+    assert "warning: skipped" in result.stderr and "d.wav" in result.stderr
+    assert "1 file(s) in" in result.stderr and "could not be enhanced" in result.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["a.wav", "b.flac", "c.f32"]
+    for name, expected in (("a.wav", ("WAV", "PCM_24", 44100, 2)),
+                           ("b.flac", ("FLAC", "PCM_16", 22050, 1))):
+        info = sf.info(dest / name)
+        assert (info.format, info.subtype, info.samplerate, info.channels) == expected
+        assert info.frames == sf.info(source / name).frames
+    raw_in = np.frombuffer((source / "c.f32").read_bytes(), "<f4")
+    np.testing.assert_array_equal(np.fromfile(dest / "c.f32", "<f4"), raw_in * np.float32(3))

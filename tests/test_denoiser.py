@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import ROOT, SAMPLES
 
-from enhance_file import AudioEnhancer
-from training.train import si_sdr
+from enhancer import AudioEnhancer
+from enhancer.metrics import si_sdr
+from tests.helpers import ROOT, SAMPLES
 
 DENOISER = ROOT / "models" / "denoiser_48k.tflite"
 

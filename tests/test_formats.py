@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import ROOT, SAMPLES
 
 from audio_manipulations import AudioFormat, decode_audio, encode_audio, quantize
-from errors import InvalidAudio, UnsupportedFormat
+from enhancer.errors import InvalidAudio, UnsupportedFormat
+from tests.helpers import SAMPLES
 
 FORMATS = [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT"),
            ("FLAC", "PCM_16"), ("FLAC", "PCM_24"), ("raw", "f32le"), ("raw", "s16le")]
@@ -135,74 +133,3 @@ def test_broken_inputs_give_clear_errors():
         decode_audio(b"\x00" * 12, "s24le", 48000)
     with pytest.raises(InvalidAudio, match="3 bytes is not a whole number of s16le samples"):
         decode_audio(b"\x00" * 3, "s16le", 48000)
-
-
-# ------------------------------------------------------------------ the CLI
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "enhance_file.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_cli_keeps_a_stereo_int16_wav_and_warns_of_clipping(tmp_path):
-    out = tmp_path / "out.wav"
-    result = cli("--source-file", str(SAMPLES / "speech_stereo_48000.wav"),
-                 "--destination-file", str(out))
-    assert result.returncode == 0, result.stderr
-    source, rate = sf.read(SAMPLES / "speech_stereo_48000.wav", dtype="int16")
-    enhanced, out_rate = sf.read(out, dtype="int16")
-    info = sf.info(out)
-    assert (info.format, info.subtype, info.channels, out_rate) == ("WAV", "PCM_16", 2, rate)
-    expected = np.clip(source.astype(np.int64) * 3, -32768, 32767)
-    np.testing.assert_array_equal(enhanced, expected)
-    clipped = int(np.count_nonzero(expected != source.astype(np.int64) * 3))
-    assert clipped > 0
-    assert result.stderr == f"warning: {clipped} samples clipped to the integer range\n"
-
-
-def test_cli_reads_s16le(tmp_path):
-    source = tmp_path / "in.s16"
-    pcm = (np.random.default_rng(1).standard_normal(16000) * 3000).astype("<i2")
-    pcm.tofile(source)
-    out = tmp_path / "out.s16"
-    result = cli("--source-file", str(source), "--destination-file", str(out), "--format",
-                 "s16le", "--sample-rate", "16000")
-    assert result.returncode == 0, result.stderr
-    assert out.stat().st_size == source.stat().st_size
-
-
-def test_cli_refuses_unsupported_and_corrupt_files(tmp_path):
-    ogg = tmp_path / "a.ogg"
-    ogg.write_bytes(b"OggS" + b"\x00" * 100)
-    truncated = tmp_path / "cut.wav"
-    truncated.write_bytes((SAMPLES / "speech_stereo_48000.wav").read_bytes()[:5000])
-    for source, message in ((ogg, "Ogg audio is not supported; supported formats:"),
-                            (truncated, "the WAV data is truncated")):
-        out = tmp_path / "out.wav"
-        result = cli("--source-file", str(source), "--destination-file", str(out))
-        assert result.returncode == 2
-        assert message in result.stderr and result.stderr.count("\n") == 1
-        assert not out.exists()
-
-
-def test_cli_folder_mode_enhances_mixed_files_and_reports_skipped(tmp_path):
-    source, dest = tmp_path / "in", tmp_path / "out"
-    source.mkdir()
-    (source / "a.wav").write_bytes(make_audio("WAV", "PCM_24", 44100, 2))
-    (source / "b.flac").write_bytes(make_audio("FLAC", "PCM_16", 22050, 1))
-    (source / "c.f32").write_bytes(make_audio("raw", "f32le", 48000, 1))
-    (source / "d.wav").write_bytes(make_audio("WAV", "FLOAT", 48000, 1)[:3000])
-    (source / "notes.txt").write_text("not audio")
-    result = cli("--source-file", str(source), "--destination-file", str(dest))
-    assert result.returncode == 2
-    assert "warning: skipped" in result.stderr and "d.wav" in result.stderr
-    assert "1 file(s) in" in result.stderr and "could not be enhanced" in result.stderr
-    assert sorted(p.name for p in dest.iterdir()) == ["a.wav", "b.flac", "c.f32"]
-    for name, expected in (("a.wav", ("WAV", "PCM_24", 44100, 2)),
-                           ("b.flac", ("FLAC", "PCM_16", 22050, 1))):
-        info = sf.info(dest / name)
-        assert (info.format, info.subtype, info.samplerate, info.channels) == expected
-        assert info.frames == sf.info(source / name).frames
-    raw_in = np.frombuffer((source / "c.f32").read_bytes(), "<f4")
-    np.testing.assert_array_equal(np.fromfile(dest / "c.f32", "<f4"), raw_in * np.float32(3))

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import MODEL_PATH, ROOT, random_audio, same_bits
 
-from model_runner import ModelRunner
+from enhancer.model_runner import ModelRunner
+from tests.helpers import PASSTHROUGH, ROOT, random_audio, same_bits
 
 
 def test_scripts_rebuild_an_equivalent_model(tmp_path):
@@ -19,7 +19,7 @@ def test_scripts_rebuild_an_equivalent_model(tmp_path):
         result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
-    rebuilt, shipped = ModelRunner(tflite), ModelRunner(MODEL_PATH)
+    rebuilt, shipped = ModelRunner(tflite), ModelRunner(PASSTHROUGH)
     assert rebuilt.frame_length == shipped.frame_length == 1024
     frames = random_audio(7 * 1024, seed=11).reshape(7, 1024)
     assert same_bits(rebuilt.run(frames), shipped.run(frames))
@@ -30,7 +30,7 @@ def test_wrong_shapes_are_refused_naming_path_and_shape(tmp_path):
     import tensorflow as tf
 
     import passthrough_model
-    from errors import ModelError
+    from enhancer.errors import ModelError
 
     def export(model, name):
         path = tmp_path / name
@@ -55,7 +55,7 @@ def test_wrong_shapes_are_refused_naming_path_and_shape(tmp_path):
     assert runner.frame_length == 480
     frames = random_audio(480 * 3, seed=1).reshape(3, 480)
     assert same_bits(runner.run(frames), frames * np.float32(3))
-    from enhance_file import AudioEnhancer
+    from enhancer import AudioEnhancer
 
     with AudioEnhancer(odd, num_processes=2) as enhancer:
         audio = random_audio(10_007, seed=2)

@@ -7,16 +7,16 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import MODEL_PATH, random_audio
 
-from enhance_file import AudioEnhancer
-from errors import ModelError
-from framing import Framing
+from enhancer import AudioEnhancer
+from enhancer.errors import ModelError
+from enhancer.framing import Framing
+from tests.helpers import PASSTHROUGH, random_audio
 
 
 def carded_passthrough(tmp_path, **card) -> str:
     model = tmp_path / "ola.tflite"
-    shutil.copy(MODEL_PATH, model)
+    shutil.copy(PASSTHROUGH, model)
     model.with_suffix(".json").write_text(json.dumps(card))
     return model
 
@@ -68,7 +68,7 @@ def test_card_rate_is_the_models_rate(tmp_path):
 ])
 def test_bad_cards_are_refused_naming_card_and_field(tmp_path, card, message):
     model = tmp_path / "m.tflite"
-    shutil.copy(MODEL_PATH, model)
+    shutil.copy(PASSTHROUGH, model)
     model.with_suffix(".json").write_text(card if isinstance(card, str) else json.dumps(card))
     with pytest.raises(ModelError, match=message) as error:
         AudioEnhancer(model, num_processes=0)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
 import time
+import traceback
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import MODEL_PATH, process_gone, random_audio, run_python, same_bits
 
-from enhance_file import AudioEnhancer
-from errors import EnhancerClosed, InvalidAudio, ModelError, WorkerCrashed
-from model_runner import ModelRunner
+from enhancer import AudioEnhancer
+from enhancer.errors import EnhancerClosed, InvalidAudio, ModelError, PoolBroken, WorkerCrashed
+from enhancer.model_runner import ModelRunner
+from tests.helpers import PASSTHROUGH, process_gone, random_audio, run_python, same_bits
 
 LENGTHS = [1, 1023, 1024, 1025, 48000, 1_000_003]
 
@@ -29,7 +32,7 @@ def test_pool_equals_inline_and_numpy_bit_for_bit(pool, inline, length):
 
 def test_pool_equals_one_interpreter_run_on_all_frames(pool):
     audio = random_audio(5 * 1024, seed=7)
-    reference = ModelRunner(MODEL_PATH).run(audio.reshape(5, 1024)).reshape(-1)
+    reference = ModelRunner(PASSTHROUGH).run(audio.reshape(5, 1024)).reshape(-1)
     assert same_bits(pool.enhance_audio(audio), reference)
 
 
@@ -103,7 +106,7 @@ def test_bad_audio_is_refused_naming_it(pool, bad, error, message):
 
 
 def test_sigkilled_worker_fails_its_call_then_pool_recovers():
-    with AudioEnhancer(MODEL_PATH, num_processes=2) as enhancer:
+    with AudioEnhancer(PASSTHROUGH, num_processes=2) as enhancer:
         victim = enhancer.worker_pids[0]
         # Stopped first, so it is certain to be holding a block when it dies.
         os.kill(victim, signal.SIGSTOP)
@@ -126,7 +129,7 @@ def test_sigkilled_worker_fails_its_call_then_pool_recovers():
 
 
 def test_close_leaves_no_worker_and_refuses_new_work():
-    enhancer = AudioEnhancer(MODEL_PATH, num_processes=2)
+    enhancer = AudioEnhancer(PASSTHROUGH, num_processes=2)
     pids = enhancer.worker_pids
     assert len(pids) == 2 and enhancer.is_ready
     enhancer.close()
@@ -141,7 +144,7 @@ def test_close_leaves_no_worker_and_refuses_new_work():
 def test_no_worker_outlives_its_parent(ending):
     code = (
         "import os, sys\n"
-        "from enhance_file import AudioEnhancer\n"
+        "from enhancer import AudioEnhancer\n"
         "if __name__ == '__main__':\n"
         "    e = AudioEnhancer('models/passthrough_model_lite.tflite', 2)\n"
         "    print(' '.join(map(str, e.worker_pids)), flush=True)\n"
@@ -176,4 +179,101 @@ def test_garbage_model_is_refused_naming_the_path(tmp_path):
 @pytest.mark.parametrize("num_processes, error", [(-1, ValueError), (1.5, TypeError)])
 def test_bad_num_processes(num_processes, error):
     with pytest.raises(error, match="num_processes"):
-        AudioEnhancer(MODEL_PATH, num_processes=num_processes)
+        AudioEnhancer(PASSTHROUGH, num_processes=num_processes)
+
+
+# ------------------------------------------------------------------ a broken pool
+
+
+def test_workers_that_cannot_start_again_break_the_pool_with_one_clear_message(tmp_path):
+    model = tmp_path / "model.tflite"
+    model.write_bytes(PASSTHROUGH.read_bytes())
+    enhancer = AudioEnhancer(model, num_processes=2)
+    try:
+        model.unlink()  # every replacement worker now fails to load it
+        for pid in enhancer.worker_pids:
+            os.kill(pid, signal.SIGKILL)
+        # Requests fail (WorkerCrashed) until the replacements have failed to load too.
+        deadline = time.monotonic() + 20
+        while not isinstance(_error_of(enhancer), PoolBroken):
+            assert time.monotonic() < deadline, "the pool never broke"
+            time.sleep(0.05)
+        messages = set()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        depths = []
+        for _ in range(200):
+            with pytest.raises(PoolBroken) as caught:
+                enhancer.enhance_audio(np.ones(48_000, np.float32), timeout=10)
+            messages.add(str(caught.value))
+            depths.append(len(traceback.extract_tb(caught.value.__traceback__)))
+            del caught
+        gc.collect()  # what is left now is kept for good
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert len(messages) == 1, messages
+        assert f"workers cannot load {model}" in messages.pop()
+        assert depths[0] == depths[-1]  # a fresh exception each time, no growing traceback
+        assert grown < 1_000_000, f"{grown} bytes kept by 200 rejected requests"
+        assert not enhancer.is_ready
+    finally:
+        enhancer.close()
+
+
+def _error_of(enhancer: AudioEnhancer) -> Exception | None:
+    try:
+        enhancer.enhance_audio(np.ones(8, np.float32), timeout=10)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def test_a_failing_collector_fails_every_request_at_once_and_says_so(monkeypatch):
+    enhancer = AudioEnhancer(PASSTHROUGH, num_processes=2)
+    try:
+        stuck = enhancer.submit(random_audio(3_000_000, seed=8))
+
+        def boom() -> None:
+            raise RuntimeError("injected")
+
+        monkeypatch.setattr(enhancer.backend, "_dispatch", boom)
+        started = time.monotonic()
+        with pytest.raises(PoolBroken, match="collector thread failed: RuntimeError: injected"):
+            enhancer.enhance_audio(np.ones(8, np.float32), timeout=10)
+        with pytest.raises(PoolBroken, match="collector thread failed"):
+            stuck.result(timeout=10)
+        assert time.monotonic() - started < 5
+        assert not enhancer.is_ready
+        with pytest.raises(PoolBroken, match="collector thread failed"):
+            enhancer.enhance_audio(np.ones(8, np.float32), timeout=10)
+    finally:
+        enhancer.close()
+
+
+def test_a_failing_overlap_add_join_fails_that_request_only(pool, monkeypatch):
+    real_join = pool.framing.join
+    calls = []
+
+    def join_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("injected")
+        return real_join(*args)
+
+    monkeypatch.setattr(pool.framing, "join", join_once)
+    audio = random_audio(10_000, seed=10)
+    with pytest.raises(MemoryError, match="injected"):
+        pool.enhance_audio(audio, timeout=10)
+    with pytest.raises(MemoryError, match="injected"):
+        calls.clear()
+        pool.submit(audio).result(timeout=10)
+    assert same_bits(pool.enhance_audio(audio, timeout=10), audio * np.float32(3))
+    assert pool.is_ready
+
+
+def test_a_worker_failure_carries_the_workers_traceback(tmp_path):
+    from enhancer.worker import RemoteTraceback, worker_failure
+
+    error = worker_failure("the model failed: ValueError: bad", "Traceback...\nValueError: bad\n")
+    assert isinstance(error, ModelError) and isinstance(error.__cause__, RemoteTraceback)
+    assert "ValueError: bad" in "".join(traceback.format_exception(error))

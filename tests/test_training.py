@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
 
-from enhance_file import AudioEnhancer
+from enhancer import AudioEnhancer
+from tests.helpers import ROOT
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None and not os.environ.get("CI"),

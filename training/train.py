@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from framing import sqrt_hann
+from enhancer.framing import sqrt_hann
+from enhancer.metrics import si_sdr
 from training import data
 from training.denoiser_model import BANDS, FRAME, HOP, LOW_BINS, RATE, build_denoiser, export_fp16
 
@@ -48,21 +49,9 @@ def relative_error(targets, enhanced):
     return error / (energy + 1e-7)
 
 
-def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    reference = reference.astype(np.float64)
-    estimate = estimate.astype(np.float64)
-    scale = np.dot(estimate, reference) / (np.dot(reference, reference) + 1e-12)
-    target = scale * reference
-    return float(10 * np.log10(np.sum(target**2) / (np.sum((estimate - target) ** 2) + 1e-12)
-                               + 1e-12))
-
-
 def quick_scores(tflite_path: Path, seed: int, utterances: int) -> dict:
     """SI-SDR of noisy input and of the model's output on held-out voices and sentences."""
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    from enhance_file import AudioEnhancer
+    from enhancer import AudioEnhancer
 
     speech = data.speech_set(utterances, seed + 1, test=True)
     rng = np.random.default_rng(seed + 2)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from errors import ModelError
+from enhancer.errors import ModelError
 
 
 @contextlib.contextmanager

@@ -6,10 +6,22 @@ Knows frame length (and hop, where a model declares one); nothing of the model o
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 
 WINDOWS = ("none", "sqrt-hann")
+
+
+class Frames(Protocol):
+    """The frames of one channel, ready for the model, handed out in blocks."""
+
+    num_samples: int
+    num_frames: int
+
+    def block(self, start: int, max_count: int) -> np.ndarray:
+        """Up to ``max_count`` consecutive frames from frame ``start``, ``[n, frame]`` float32."""
+        ...
 
 
 def frame_count(num_samples: int, frame_length: int) -> int:
@@ -57,6 +69,7 @@ class FrameSource:
         full = self._full.shape[0]
         if start < full:
             return self._full[start:min(start + max_count, full)]
+        assert self._tail is not None, f"frame {start} is past the end"
         return self._tail
 
 
@@ -125,7 +138,7 @@ class Framing:
             # Overlap-added squared sqrt-Hann windows sum to frame / (2 hop).
             self._synthesis = self._window * np.float32(2 * hop_length / frame_length)
 
-    def split(self, audio: np.ndarray) -> FrameSource | WindowedFrames:
+    def split(self, audio: np.ndarray) -> Frames:
         """The frames to run through the model (``num_frames``, ``block(start, count)``)."""
         if self.overlapping:
             return WindowedFrames(audio, self.frame_length, self.hop_length, self._window)

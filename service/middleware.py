@@ -6,29 +6,23 @@ refused without buffering it.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from enhancer.errors import EnhancerError, Overloaded, TooLarge
+from service.schemas import RETRY_AFTER_S, status_for
 
 
-async def send_json_error(send: Send, status: int, detail: str,
-                          headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    raw_headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
+def error_response(error: EnhancerError) -> JSONResponse:
+    """The JSON answer to a library error: its status, its message, a Retry-After if due."""
+    status = status_for(error)
+    headers = {"Retry-After": str(RETRY_AFTER_S[status])} if status in RETRY_AFTER_S else None
+    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 
 class Metrics:
@@ -102,14 +96,14 @@ class EnhanceLimits:
         if scope["type"] != "http" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_json_error(send, 413, self._too_large())
+            await error_response(TooLarge(self._too_large()))(scope, receive, send)
             return
         if self.pending >= self.max_pending:
-            await send_json_error(send, 503, f"the service is busy: {self.pending} requests "
-                                             f"are waiting; retry later",
-                                  headers={"Retry-After": "1"})
+            busy = Overloaded(f"the service is busy: {self.pending} requests are waiting; "
+                              f"retry later")
+            await error_response(busy)(scope, receive, send)
             return
         received = 0
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enhance_file import AudioEnhancer
-from errors import EnhancerError
-from model_card import card_path_for
-
-
-class UnknownModel(EnhancerError):
-    """The request names a model the service does not have."""
+from enhancer.enhancer import AudioEnhancer
+from enhancer.errors import ModelError, UnknownModel
+from enhancer.model_card import card_path_for
 
 
 class ModelRegistry:
@@ -34,7 +30,7 @@ class ModelRegistry:
                                          model_sample_rate=default_sample_rate)
                 if enhancer.card.name in self.enhancers:
                     enhancer.close()
-                    raise EnhancerError(f"two models are named {enhancer.card.name!r}: "
+                    raise ModelError(f"two models are named {enhancer.card.name!r}: "
                                         f"{self.enhancers[enhancer.card.name].model_path} and "
                                         f"{path}")
                 self.enhancers[enhancer.card.name] = enhancer
@@ -56,6 +52,11 @@ class ModelRegistry:
         except KeyError:
             raise UnknownModel(f"unknown model {name!r}; available models: "
                                f"{', '.join(self.enhancers)}") from None
+
+    @property
+    def names(self) -> list[str]:
+        """Every served model's name, the default first."""
+        return list(self.enhancers)
 
     def describe(self) -> list[dict]:
         return [{"name": name, "sample_rate": e.model_sample_rate,

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from errors import ModelError
-from framing import Framing
+from audio_manipulations import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from enhancer.errors import ModelError
+from enhancer.framing import Framing
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ def load_card(model_path: str | Path, default_sample_rate: int) -> ModelCard:
         return value
 
     rate = get("sample_rate", int)
-    if not 8000 <= rate <= 192000:
-        raise ModelError(f"model card {path}: 'sample_rate' must be 8000-192000 Hz, got {rate}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ModelError(f"model card {path}: 'sample_rate' must be {MIN_SAMPLE_RATE}-"
+                         f"{MAX_SAMPLE_RATE} Hz, got {rate}")
     hop = get("hop_length", int, None)
     if hop is not None and hop < 1:
         raise ModelError(f"model card {path}: 'hop_length' must be positive, got {hop}")

@@ -9,8 +9,11 @@ from typing import Annotated
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL_PATH = Path("models") / "passthrough_model_lite.tflite"
+from audio_manipulations import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from enhancer.paths import DENOISER_MODEL, PROJECT_DIR, SHIPPED_MODELS_DIR
+
+# The speech denoiser: a first run should enhance, not just make the audio louder.
+DEFAULT_MODEL_PATH = DENOISER_MODEL
 
 
 class Settings(BaseSettings):
@@ -22,11 +25,11 @@ class Settings(BaseSettings):
     APP_INTERFACE: str = Field("127.0.0.1", description="address the server listens on")
     APP_PORT: Annotated[int, Field(ge=1, le=65535)] = Field(8080, description="TCP port")
     TF_MODEL_PATH: Path = Field(DEFAULT_MODEL_PATH,
-                                description="the .tflite model; relative paths are taken from "
-                                            "the project folder")
-    DESIRED_SAMPLE_RATE: Annotated[int, Field(ge=8000, le=192000)] = Field(
-        48000, description="the rate the model runs at, Hz")
-    MODELS_DIR: Path = Field(Path("models"), description="folder of further models: every "
+                                description="the default .tflite model; relative paths are "
+                                            "taken from the project folder")
+    DESIRED_SAMPLE_RATE: Annotated[int, Field(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)] = Field(
+        48000, description="the rate a model without a card runs at, Hz")
+    MODELS_DIR: Path = Field(SHIPPED_MODELS_DIR, description="folder of further models: every "
                              ".tflite with a model card (.json) beside it is served")
     NUM_PROCESSES: Annotated[int, Field(ge=0, le=256)] = Field(
         default_factory=lambda: os.cpu_count() or 1,

@@ -1,0 +1,277 @@
+"""``AudioEnhancer``: run a TFLite model over audio of any rate and channel count.
+
+The façade validates audio, resamples it to the model's rate, splits each channel into
+frames (:mod:`enhancer.framing`), hands the frames to a backend (:mod:`enhancer.pool` or
+:mod:`enhancer.inline`), then joins the processed frames (overlap-add) and resamples back,
+on the caller's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import uuid
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from audio_manipulations import (
+    check_sample_rate,
+    check_samples,
+    convert_to_required_format,
+    fit_length,
+)
+from enhancer.backend import Backend, Progress
+from enhancer.errors import EnhancerClosed, InvalidAudio
+from enhancer.framing import Frames
+from enhancer.inline import InlineBackend
+from enhancer.model_card import framing_for, load_card
+from enhancer.model_runner import ModelRunner
+from enhancer.pool import WorkerPool
+
+# Samples per block sent to a worker: big enough that the pipe and wake-up costs vanish,
+# small enough that a long request is spread over every worker and interleaved with others.
+BLOCK_SAMPLES = 32 * 1024
+
+
+class AudioEnhancer:
+    """Run a TFLite model over audio on a pool of worker processes.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        A ``.tflite`` model with input ``[batch, frame, 1]`` float32; the frame length is read
+        from it. A model card beside it (same name, ``.json``) gives its rate, hop and window:
+        see :mod:`enhancer.model_card`.
+    num_processes : int, optional
+        Worker processes (default: one per core). 0 runs the model inline, in the calling
+        process, which is simplest to debug.
+    num_threads : int
+        Interpreter threads in each worker.
+    model_sample_rate : int
+        The rate the model runs at if it has no model card (a card's rate wins).
+    frames_per_block : int, optional
+        Frames per block sent to a worker (default: about ``BLOCK_SAMPLES`` samples' worth).
+
+    Use it as a context manager, or call :meth:`close`; workers are also stopped when the
+    parent exits, and exit by themselves if the parent dies.
+    """
+
+    def __init__(self, model_path: str | Path, num_processes: int | None = None,
+                 num_threads: int = 1, model_sample_rate: int = 48000,
+                 frames_per_block: int | None = None) -> None:
+        if num_processes is None:
+            num_processes = os.cpu_count() or 1
+        if isinstance(num_processes, bool) or not isinstance(num_processes, int):
+            raise TypeError(f"num_processes must be an int, got {type(num_processes).__name__}")
+        if num_processes < 0:
+            raise ValueError(f"num_processes must be 0 or more, got {num_processes}")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+        check_sample_rate(model_sample_rate, "model_sample_rate")
+        self.model_path = Path(model_path)
+        self.num_processes = num_processes
+
+        # Loading the model here refuses a bad one before any worker starts.
+        runner = ModelRunner(self.model_path, num_threads)
+        self.frame_length = runner.frame_length
+        self.card = load_card(self.model_path, model_sample_rate)
+        self.framing = framing_for(self.card, self.frame_length)
+        self.model_sample_rate = self.card.sample_rate
+        if frames_per_block is None:
+            frames_per_block = max(1, BLOCK_SAMPLES // self.frame_length)
+        if frames_per_block < 1:
+            raise ValueError(f"frames_per_block must be positive, got {frames_per_block}")
+        self.frames_per_block = frames_per_block
+
+        self._active_ids: set[str] = set()
+        self._ids_lock = threading.Lock()
+        self._closed = False
+        self.backend: Backend
+        if num_processes == 0:
+            self.backend = InlineBackend(runner, frames_per_block)
+        else:
+            del runner
+            self.backend = WorkerPool(self.model_path, num_processes, num_threads,
+                                      self.frame_length, frames_per_block)
+
+    def __enter__(self) -> AudioEnhancer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- state, for the service
+
+    @property
+    def is_ready(self) -> bool:
+        """True when the model is loaded and every worker is alive and serving."""
+        return not self._closed and self.backend.is_ready
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process IDs of the current workers (empty inline)."""
+        return self.backend.worker_pids
+
+    @property
+    def worker_restarts(self) -> int:
+        return self.backend.restarts
+
+    @property
+    def frames_processed(self) -> int:
+        return self.backend.frames_processed
+
+    def frames_for(self, num_samples: int, sample_rate: int, channels: int = 1) -> int:
+        """How many model frames :meth:`enhance` runs for audio of this size and rate."""
+        at_model_rate = math.ceil(num_samples * self.model_sample_rate / sample_rate)
+        return channels * self.framing.frame_count(at_model_rate)
+
+    # ----------------------------------------------------------------- one channel, model rate
+
+    def submit(self, audio: np.ndarray, session_id: str | None = None,
+               progress: Progress | None = None) -> Future[np.ndarray]:
+        """Queue 1-D ``audio`` at the model's rate; return a future of the model's output.
+
+        The result is float32 with exactly ``len(audio)`` samples. ``progress``, if given, is
+        called with the number of frames just finished, from the collector thread. Float32
+        audio is read in place, not copied: leave it unchanged until the future is done.
+        """
+        frames, frames_future = self._run(audio, session_id, progress)
+        result: Future[np.ndarray] = Future()
+
+        def join(done: Future[np.ndarray]) -> None:
+            if done.cancelled():
+                result.cancel()
+            elif done.exception() is not None:
+                result.set_exception(done.exception())
+            else:
+                try:
+                    result.set_result(self.framing.join(done.result(), frames.num_samples))
+                except Exception as exc:  # fails this request only
+                    result.set_exception(exc)
+
+        frames_future.add_done_callback(join)
+        # Cancelling the result drops the frames not yet run.
+        result.add_done_callback(lambda r: r.cancelled() and frames_future.cancel())
+        return result
+
+    def enhance_audio(self, audio: np.ndarray, session_id: str | None = None,
+                      timeout: float | None = None,
+                      progress: Progress | None = None) -> np.ndarray:
+        """Run the model over 1-D ``audio`` at the model's rate; wait for and return the result.
+
+        Raises
+        ------
+        InvalidAudio
+            ``audio`` is not 1-D finite floats.
+        WorkerCrashed
+            A worker died while holding part of this audio.
+        TimeoutError
+            No result within ``timeout`` seconds; the session is cancelled.
+        """
+        frames, future = self._run(audio, session_id, progress)
+        (processed,) = _results([future], timeout)
+        return self.framing.join(processed, frames.num_samples)
+
+    async def enhance_audio_async(self, audio: np.ndarray, session_id: str | None = None,
+                                  timeout: float | None = None,
+                                  progress: Progress | None = None) -> np.ndarray:
+        """Awaitable :meth:`enhance_audio`: the event loop stays free while the model runs."""
+        frames, future = await asyncio.to_thread(self._run, audio, session_id, progress)
+        try:
+            processed = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except BaseException:
+            future.cancel()
+            raise
+        return await asyncio.to_thread(self.framing.join, processed, frames.num_samples)
+
+    # ----------------------------------------------------------------- any rate, any channels
+
+    def enhance(self, audio: np.ndarray, sample_rate: int, timeout: float | None = None,
+                progress: Progress | None = None) -> np.ndarray:
+        """Enhance ``audio`` (``[n]`` or ``[n, channels]``) recorded at ``sample_rate``.
+
+        Resamples to the model's rate and back; every channel is enhanced on its own. The
+        result has the input's shape and rate.
+        """
+        channels = self._to_model_rate(audio, sample_rate)
+        runs = [self._run(channel, None, progress) for channel in channels]
+        processed = _results([future for _, future in runs], timeout)
+        joined = [self.framing.join(p, frames.num_samples)
+                  for p, (frames, _) in zip(processed, runs, strict=True)]
+        return self._from_model_rate(joined, audio, sample_rate)
+
+    async def enhance_async(self, audio: np.ndarray, sample_rate: int,
+                            timeout: float | None = None,
+                            progress: Progress | None = None) -> np.ndarray:
+        """Awaitable :meth:`enhance`; resampling and joining run in a thread, the model in
+        the backend, so the event loop stays free."""
+        channels = await asyncio.to_thread(self._to_model_rate, audio, sample_rate)
+        results = asyncio.gather(*(self.enhance_audio_async(c, progress=progress)
+                                   for c in channels))
+        try:
+            joined = await asyncio.wait_for(results, timeout)
+        except BaseException:
+            results.cancel()
+            raise
+        return await asyncio.to_thread(self._from_model_rate, joined, audio, sample_rate)
+
+    def close(self) -> None:
+        """Stop the workers; unfinished requests fail with ``EnhancerClosed``."""
+        self._closed = True
+        self.backend.close()
+
+    # ----------------------------------------------------------------- internals
+
+    def _run(self, audio: np.ndarray, session_id: str | None,
+             progress: Progress | None) -> tuple[Frames, Future[np.ndarray]]:
+        """Validate one channel, frame it and queue it; the future gets the processed frames."""
+        audio = check_samples(audio, "audio")
+        if audio.ndim != 1:
+            raise InvalidAudio(f"audio must be 1-D, got shape {audio.shape}; "
+                               f"use enhance() for several channels")
+        if self._closed:
+            raise EnhancerClosed("the enhancer is closed")
+        session_id = uuid.uuid4().hex if session_id is None else str(session_id)
+        with self._ids_lock:
+            if session_id in self._active_ids:
+                raise ValueError(f"session_id {session_id!r} is already in use")
+            self._active_ids.add(session_id)
+        frames = self.framing.split(audio)
+        if frames.num_frames == 0:
+            future: Future[np.ndarray] = Future()
+            future.set_result(np.zeros((0, self.frame_length), np.float32))
+        else:
+            future = self.backend.run(frames, session_id, progress)
+        future.add_done_callback(lambda _: self._forget(session_id))
+        return frames, future
+
+    def _forget(self, session_id: str) -> None:
+        with self._ids_lock:
+            self._active_ids.discard(session_id)
+
+    def _to_model_rate(self, audio: np.ndarray, sample_rate: int) -> list[np.ndarray]:
+        audio = check_samples(audio, "audio")
+        resampled = convert_to_required_format(audio, self.model_sample_rate, sample_rate)
+        if resampled.ndim == 1:
+            return [resampled]
+        return [np.ascontiguousarray(resampled[:, c]) for c in range(resampled.shape[1])]
+
+    def _from_model_rate(self, channels: list[np.ndarray], original: np.ndarray,
+                         sample_rate: int) -> np.ndarray:
+        stacked = channels[0] if original.ndim == 1 else np.stack(channels, axis=1)
+        restored = convert_to_required_format(stacked, sample_rate, self.model_sample_rate)
+        return fit_length(restored, original.shape[0])
+
+
+def _results(futures: list[Future[np.ndarray]], timeout: float | None) -> list[np.ndarray]:
+    """Wait for every future; on any error or timeout cancel them all and raise it."""
+    try:
+        return [future.result(timeout) for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise

@@ -1,0 +1,380 @@
+"""The worker pool: one LiteRT interpreter per process, a collector thread that feeds them.
+
+Data flow::
+
+    caller threads                   collector thread                 worker processes
+    ──────────────                   ────────────────                 ────────────────
+    run(frames) ─► unprocessed_frames_queue ─► round robin ─► TASK ─► pipe ─► process_audio()
+         ▲           (one Session a call)      of sessions              │
+         │                                                              ▼
+    Session.future ◄── all frames in ◄── session.output ◄── RESULT ◄── pipe
+    (processed frames; the caller joins them)
+
+Glossary:
+
+- *session*: one call of :meth:`WorkerPool.run`, the frames of one channel; it has an ID,
+  an output array the processed frames are written into, and a future.
+- *block*: up to ``frames_per_block`` consecutive frames of one session, the unit sent to a
+  worker. Blocks are large so pipe and wake-up costs vanish, and small enough that a long
+  session is spread over every worker and interleaved with short ones.
+- *task*: one block in flight, held by one worker (:class:`Task`).
+
+The design's *processed frames queue* is realised as one duplex pipe per worker, read by the
+collector with ``multiprocessing.connection.wait`` (together with every worker's process
+sentinel and a wake-up pipe), so nothing polls. One shared queue would be simpler, but a
+worker killed while holding that queue's lock would freeze every other worker, and nobody
+would know which block the dead worker held. With a pipe each, the collector knows every
+worker's task, fails exactly that session when its worker dies, and starts a replacement.
+
+Threads: the collector thread alone owns ``_workers``, ``_round_robin`` and every task and
+session's progress counters. Callers touch only ``unprocessed_frames_queue`` (thread-safe),
+the wake-up pipe, and ``_closed`` under ``_close_lock``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+import numpy as np
+
+from enhancer.backend import Progress
+from enhancer.errors import EnhancerClosed, ModelError, PoolBroken, WorkerCrashed
+from enhancer.framing import Frames
+from enhancer.worker import Header, MessageKind, last_line, worker_failure, worker_main
+
+log = logging.getLogger("enhancer.pool")
+
+WORKER_START_TIMEOUT_S = 60.0
+WORKER_STOP_TIMEOUT_S = 5.0
+MAX_FAILED_STARTS = 3
+
+
+@dataclass(eq=False)
+class Session:
+    """The frames of one channel on their way through the pool."""
+
+    session_id: str
+    frames: Frames
+    output: np.ndarray  # [num_frames, frame_length]: the processed frames, filled in place
+    future: Future[np.ndarray]
+    progress: Progress | None
+    next_frame: int = 0
+    frames_done: int = 0
+
+
+@dataclass(eq=False)
+class Task:
+    """One block of a session, held by one worker until its result comes back."""
+
+    task_id: int
+    session: Session
+    first_frame: int
+    count: int
+
+
+@dataclass(eq=False)
+class Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    ready: bool = False
+    task: Task | None = None
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
+def fail(future: Future, error: BaseException) -> None:
+    """Fail ``future`` unless it is already done (finished, failed or cancelled)."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)
+
+
+class WorkerPool:
+    """Run blocks of frames on ``num_processes`` spawned worker processes.
+
+    Raises ``ModelError`` when the workers cannot load the model within
+    ``WORKER_START_TIMEOUT_S``. A worker that dies is replaced; the session it held fails
+    with ``WorkerCrashed``. Workers that keep dying at start-up break the pool: every
+    queued and later session fails with ``PoolBroken``.
+    """
+
+    def __init__(self, model_path: str | Path, num_processes: int, num_threads: int,
+                 frame_length: int, frames_per_block: int) -> None:
+        self.model_path = Path(model_path)
+        self.num_threads = num_threads
+        self.frame_length = frame_length
+        self.frames_per_block = frames_per_block
+        self.unprocessed_frames_queue: queue.SimpleQueue[Session] = queue.SimpleQueue()
+        self.frames_processed = 0
+        self.restarts = 0
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[Worker] = []
+        self._round_robin: deque[Session] = deque()
+        self._task_ids = itertools.count(1)
+        self._failed_starts = 0
+        self._broken_reason: str | None = None
+        self._closed = False
+        self._closing = False
+        self._close_lock = threading.Lock()
+        self._all_ready = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        for _ in range(num_processes):
+            self._start_worker()
+        self._collector = threading.Thread(target=self._collect, name="enhancer-collector",
+                                           daemon=True)
+        self._collector.start()
+        atexit.register(self.close)
+        if not self._all_ready.wait(WORKER_START_TIMEOUT_S) or self._broken_reason:
+            reason = self._broken_reason or (
+                f"workers did not load {self.model_path} within {WORKER_START_TIMEOUT_S:.0f} s")
+            self.close()
+            raise ModelError(reason)
+
+    # ----------------------------------------------------------------- the Backend interface
+
+    def run(self, frames: Frames, session_id: str,
+            progress: Progress | None = None) -> Future[np.ndarray]:
+        future: Future[np.ndarray] = Future()
+        output = np.empty((frames.num_frames, self.frame_length), dtype=np.float32)
+        session = Session(session_id, frames, output, future, progress)
+        # Under the close lock, so a session is never queued after the collector's last look.
+        with self._close_lock:
+            if self._closed:
+                future.set_exception(EnhancerClosed("the enhancer is closed"))
+            elif self._broken_reason is not None:
+                future.set_exception(PoolBroken(self._broken_reason))
+            else:
+                self.unprocessed_frames_queue.put(session)
+                self._wake()
+        return future
+
+    @property
+    def is_ready(self) -> bool:
+        return (not self._closed and self._broken_reason is None
+                and self._collector.is_alive()
+                and all(w.ready and w.process.is_alive() for w in list(self._workers)))
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in list(self._workers) if w.process.pid is not None]
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        atexit.unregister(self.close)
+        self._closing = True
+        self._wake()
+        self._collector.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # ----------------------------------------------------------------- the collector thread
+
+    def _collect(self) -> None:
+        """Dispatch blocks, gather results, replace dead workers; until closed."""
+        try:
+            while not self._closing:
+                by_conn = {w.conn: w for w in self._workers}
+                by_sentinel = {w.process.sentinel: w for w in self._workers}
+                for ready in wait([self._wake_r, *by_conn, *by_sentinel]):
+                    if ready == self._wake_r:
+                        self._drain_wake_pipe()
+                    elif ready in by_conn:
+                        self._receive(by_conn[ready])
+                    elif ready in by_sentinel:
+                        self._replace(by_sentinel[ready])
+                self._accept_sessions()
+                self._dispatch()
+        except Exception as exc:
+            log.exception("the enhancer's collector thread failed")
+            self._mark_broken(f"the worker pool's collector thread failed: "
+                              f"{type(exc).__name__}: {exc}")
+        finally:
+            self._stop_workers()
+            self._all_ready.set()
+            self._fail_queued(EnhancerClosed, "the enhancer was closed")
+
+    def _mark_broken(self, reason: str) -> None:
+        """The one way into the broken state: every queued and later session fails."""
+        self._broken_reason = self._broken_reason or reason
+        self._all_ready.set()
+        self._fail_queued(PoolBroken, self._broken_reason)
+
+    def _fail_queued(self, error_type: type[Exception], message: str) -> None:
+        """Fail every session not yet finished, each with an exception of its own."""
+        self._accept_sessions()
+        held = [w.task.session for w in self._workers if w.task is not None]
+        for session in [*self._round_robin, *held]:
+            fail(session.future, error_type(message))
+        self._round_robin.clear()
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _accept_sessions(self) -> None:
+        while True:
+            try:
+                session = self.unprocessed_frames_queue.get_nowait()
+            except queue.Empty:
+                return
+            if self._broken_reason is not None:
+                fail(session.future, PoolBroken(self._broken_reason))
+            else:
+                self._round_robin.append(session)
+
+    def _dispatch(self) -> None:
+        """Give each idle worker the next block, taking sessions in turn so none starves."""
+        for worker in self._workers:
+            if not worker.ready or worker.task is not None:
+                continue
+            session = self._next_session()
+            if session is None:
+                return
+            first = session.next_frame
+            block = session.frames.block(first, self.frames_per_block)
+            count = block.shape[0]
+            session.next_frame += count
+            if session.next_frame < session.frames.num_frames:
+                self._round_robin.append(session)
+            worker.task = Task(next(self._task_ids), session, first, count)
+            try:
+                worker.conn.send_bytes(Header(MessageKind.TASK, worker.task.task_id,
+                                              count).pack())
+                worker.conn.send_bytes(block.data)
+            except OSError:
+                self._replace(worker)
+
+    def _next_session(self) -> Session | None:
+        while self._round_robin:
+            session = self._round_robin.popleft()
+            if not session.future.done():  # cancelled or failed sessions are dropped
+                return session
+        return None
+
+    def _receive(self, worker: Worker) -> None:
+        try:
+            header = Header.unpack(worker.conn.recv_bytes())
+            if header.kind == MessageKind.READY:
+                worker.ready = True
+                self._failed_starts = 0
+                if all(w.ready for w in self._workers):
+                    self._all_ready.set()
+                return
+            if header.kind == MessageKind.FAILED and not worker.ready:
+                remote = worker.conn.recv_bytes().decode(errors="replace")
+                self._mark_broken(f"workers cannot load {self.model_path}: {last_line(remote)}")
+                return
+            task = worker.task
+            if (task is None or header.task_id != task.task_id
+                    or (header.kind == MessageKind.RESULT and header.count != task.count)):
+                raise EOFError("out-of-step message")
+            worker.task = None
+            session = task.session
+            if header.kind == MessageKind.FAILED:
+                remote = worker.conn.recv_bytes().decode(errors="replace")
+                fail(session.future, worker_failure(
+                    f"the model failed: {last_line(remote)}", remote))
+                return
+            if session.future.done():
+                worker.conn.recv_bytes()  # cancelled or failed meanwhile: discard
+                return
+            block = session.output[task.first_frame:task.first_frame + task.count]
+            worker.conn.recv_bytes_into(block.data.cast("B"))
+        except (EOFError, OSError, TypeError, ValueError):
+            self._replace(worker)
+            return
+        self.frames_processed += task.count
+        session.frames_done += task.count
+        if session.progress is not None:
+            try:
+                session.progress(task.count)
+            except Exception:
+                log.exception("a progress callback failed")
+        if session.frames_done == session.frames.num_frames:
+            # The caller joins the frames: the collector does nothing that can fail for one
+            # request. The caller may have cancelled meanwhile.
+            with contextlib.suppress(InvalidStateError):
+                session.future.set_result(session.output)
+
+    def _replace(self, worker: Worker) -> None:
+        """A worker died: fail the session it held and start another worker in its place."""
+        if worker not in self._workers:
+            return
+        self._workers.remove(worker)
+        worker.conn.close()
+        worker.process.join(1.0)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        how = describe_exit(worker.process.exitcode)
+        log.warning("worker process %s %s", worker.process.pid, how)
+        if worker.task is not None:
+            fail(worker.task.session.future, WorkerCrashed(
+                f"worker process {worker.process.pid} {how} while processing this request"))
+        if self._closing:
+            return
+        if not worker.ready:
+            self._failed_starts += 1
+            if self._failed_starts >= MAX_FAILED_STARTS:
+                self._mark_broken(f"workers keep dying while loading {self.model_path} "
+                                  f"(the last one {how})")
+                return
+        self._start_worker()
+        self.restarts += 1
+
+    def _start_worker(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(target=worker_main, name="enhancer-worker", daemon=True,
+                                    args=(child_conn, str(self.model_path), self.num_threads))
+        process.start()
+        # Only the worker may hold its end, so that its exit shows here as end-of-file.
+        child_conn.close()
+        self._workers.append(Worker(process, parent_conn))
+
+    def _stop_workers(self) -> None:
+        for worker in self._workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(Header(MessageKind.STOP).pack())
+        for worker in self._workers:
+            worker.process.join(WORKER_STOP_TIMEOUT_S)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+            if worker.task is not None:
+                fail(worker.task.session.future, EnhancerClosed("the enhancer was closed"))
+        self._workers.clear()
+
+    def _wake(self) -> None:
+        # A full pipe means the collector is already due to wake.
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"\0")

@@ -1,0 +1,40 @@
+"""The routes' dependencies, as ``Annotated`` aliases: settings, models, metrics, the API key."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader
+
+from enhancer.registry import ModelRegistry
+from enhancer.settings import Settings
+from service.middleware import Metrics
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_models(request: Request) -> ModelRegistry:
+    return request.app.state.models
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="Needed only when the service has API_KEY set.")
+
+
+def require_api_key(settings: SettingsDep,
+                    key: Annotated[str | None, Depends(api_key_header)]) -> None:
+    expected = settings.API_KEY or ""
+    if not (key and secrets.compare_digest(key.encode(), expected.encode())):
+        raise HTTPException(401, "a valid X-API-Key header is required")
