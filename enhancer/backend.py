@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
+from enum import IntEnum
 from typing import Protocol
 
 import numpy as np
@@ -20,6 +21,14 @@ Progress = Callable[[int], None]
 """Called with the number of frames just finished."""
 
 
+class Priority(IntEnum):
+    """Which blocks a backend runs first: live streams' before files', so a long upload
+    adds no latency to a call."""
+
+    LIVE = 0
+    FILE = 1
+
+
 class Backend(Protocol):
     frames_processed: int
     """Frames run so far, for metrics."""
@@ -27,8 +36,8 @@ class Backend(Protocol):
     restarts: int
     """Workers replaced after dying, for metrics."""
 
-    def run(self, frames: Frames, session_id: str,
-            progress: Progress | None = None) -> Future[np.ndarray]:
+    def run(self, frames: Frames, session_id: str, progress: Progress | None = None,
+            priority: Priority = Priority.FILE) -> Future[np.ndarray]:
         """Queue every frame of ``frames``; the future gets the processed frames.
 
         Cancelling the future drops the frames not yet run. Errors are set on the future

@@ -12,6 +12,7 @@ import asyncio
 import math
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
@@ -24,13 +25,13 @@ from audio_manipulations import (
     convert_to_required_format,
     fit_length,
 )
-from enhancer.backend import Backend, Progress
+from enhancer.backend import Backend, Priority, Progress
 from enhancer.errors import EnhancerClosed, InvalidAudio
-from enhancer.framing import Frames
+from enhancer.framing import ChannelFrames
 from enhancer.inline import InlineBackend
 from enhancer.model_card import framing_for, load_card
 from enhancer.model_runner import ModelRunner
-from enhancer.pool import WorkerPool
+from enhancer.pool import DEFAULT_MIN_BLOCK_DEADLINE_S, WorkerPool
 
 # Samples per block sent to a worker: big enough that the pipe and wake-up costs vanish,
 # small enough that a long request is spread over every worker and interleaved with others.
@@ -55,6 +56,10 @@ class AudioEnhancer:
         The rate the model runs at if it has no model card (a card's rate wins).
     frames_per_block : int, optional
         Frames per block sent to a worker (default: about ``BLOCK_SAMPLES`` samples' worth).
+    min_block_deadline_s : float
+        The watchdog's floor: a worker that holds a block longer than this plus 50 times the
+        block's expected run time (the model's speed is measured) is killed and replaced, and
+        the block runs once more on another worker.
 
     Use it as a context manager, or call :meth:`close`; workers are also stopped when the
     parent exits, and exit by themselves if the parent dies.
@@ -62,7 +67,8 @@ class AudioEnhancer:
 
     def __init__(self, model_path: str | Path, num_processes: int | None = None,
                  num_threads: int = 1, model_sample_rate: int = 48000,
-                 frames_per_block: int | None = None) -> None:
+                 frames_per_block: int | None = None,
+                 min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S) -> None:
         if num_processes is None:
             num_processes = os.cpu_count() or 1
         if isinstance(num_processes, bool) or not isinstance(num_processes, int):
@@ -94,9 +100,11 @@ class AudioEnhancer:
         if num_processes == 0:
             self.backend = InlineBackend(runner, frames_per_block)
         else:
+            seconds_per_frame = _measure_speed(runner, frames_per_block)
             del runner
             self.backend = WorkerPool(self.model_path, num_processes, num_threads,
-                                      self.frame_length, frames_per_block)
+                                      self.frame_length, frames_per_block, seconds_per_frame,
+                                      min_block_deadline_s)
 
     def __enter__(self) -> AudioEnhancer:
         return self
@@ -124,6 +132,11 @@ class AudioEnhancer:
     def frames_processed(self) -> int:
         return self.backend.frames_processed
 
+    @property
+    def pending_sessions(self) -> int:
+        """Channels queued or running in the backend; 0 when nothing is left behind."""
+        return getattr(self.backend, "pending_sessions", 0)
+
     def frames_for(self, num_samples: int, sample_rate: int, channels: int = 1) -> int:
         """How many model frames :meth:`enhance` runs for audio of this size and rate."""
         at_model_rate = math.ceil(num_samples * self.model_sample_rate / sample_rate)
@@ -139,7 +152,7 @@ class AudioEnhancer:
         called with the number of frames just finished, from the collector thread. Float32
         audio is read in place, not copied: leave it unchanged until the future is done.
         """
-        frames, frames_future = self._run(audio, session_id, progress)
+        frames, frames_future = self._run([self._check_mono(audio)], session_id, progress)
         result: Future[np.ndarray] = Future()
 
         def join(done: Future[np.ndarray]) -> None:
@@ -149,7 +162,7 @@ class AudioEnhancer:
                 result.set_exception(done.exception())
             else:
                 try:
-                    result.set_result(self.framing.join(done.result(), frames.num_samples))
+                    result.set_result(self._join(frames, done.result())[0])
                 except Exception as exc:  # fails this request only
                     result.set_exception(exc)
 
@@ -172,21 +185,18 @@ class AudioEnhancer:
         TimeoutError
             No result within ``timeout`` seconds; the session is cancelled.
         """
-        frames, future = self._run(audio, session_id, progress)
+        frames, future = self._run([self._check_mono(audio)], session_id, progress)
         (processed,) = _results([future], timeout)
-        return self.framing.join(processed, frames.num_samples)
+        return self._join(frames, processed)[0]
 
     async def enhance_audio_async(self, audio: np.ndarray, session_id: str | None = None,
                                   timeout: float | None = None,
                                   progress: Progress | None = None) -> np.ndarray:
         """Awaitable :meth:`enhance_audio`: the event loop stays free while the model runs."""
-        frames, future = await asyncio.to_thread(self._run, audio, session_id, progress)
-        try:
-            processed = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except BaseException:
-            future.cancel()
-            raise
-        return await asyncio.to_thread(self.framing.join, processed, frames.num_samples)
+        mono = self._check_mono(audio)
+        frames, future = await asyncio.to_thread(self._run, [mono], session_id, progress)
+        processed = await _await(future, timeout)
+        return (await asyncio.to_thread(self._join, frames, processed))[0]
 
     # ----------------------------------------------------------------- any rate, any channels
 
@@ -198,11 +208,9 @@ class AudioEnhancer:
         result has the input's shape and rate.
         """
         channels = self._to_model_rate(audio, sample_rate)
-        runs = [self._run(channel, None, progress) for channel in channels]
-        processed = _results([future for _, future in runs], timeout)
-        joined = [self.framing.join(p, frames.num_samples)
-                  for p, (frames, _) in zip(processed, runs, strict=True)]
-        return self._from_model_rate(joined, audio, sample_rate)
+        frames, future = self._run(channels, None, progress)
+        (processed,) = _results([future], timeout)
+        return self._from_model_rate(self._join(frames, processed), audio, sample_rate)
 
     async def enhance_async(self, audio: np.ndarray, sample_rate: int,
                             timeout: float | None = None,
@@ -210,13 +218,9 @@ class AudioEnhancer:
         """Awaitable :meth:`enhance`; resampling and joining run in a thread, the model in
         the backend, so the event loop stays free."""
         channels = await asyncio.to_thread(self._to_model_rate, audio, sample_rate)
-        results = asyncio.gather(*(self.enhance_audio_async(c, progress=progress)
-                                   for c in channels))
-        try:
-            joined = await asyncio.wait_for(results, timeout)
-        except BaseException:
-            results.cancel()
-            raise
+        frames, future = await asyncio.to_thread(self._run, channels, None, progress)
+        processed = await _await(future, timeout)
+        joined = await asyncio.to_thread(self._join, frames, processed)
         return await asyncio.to_thread(self._from_model_rate, joined, audio, sample_rate)
 
     def close(self) -> None:
@@ -226,13 +230,21 @@ class AudioEnhancer:
 
     # ----------------------------------------------------------------- internals
 
-    def _run(self, audio: np.ndarray, session_id: str | None,
-             progress: Progress | None) -> tuple[Frames, Future[np.ndarray]]:
-        """Validate one channel, frame it and queue it; the future gets the processed frames."""
+    @staticmethod
+    def _check_mono(audio: np.ndarray) -> np.ndarray:
         audio = check_samples(audio, "audio")
         if audio.ndim != 1:
             raise InvalidAudio(f"audio must be 1-D, got shape {audio.shape}; "
                                f"use enhance() for several channels")
+        return audio
+
+    def _run(self, channels: list[np.ndarray], session_id: str | None,
+             progress: Progress | None, priority: Priority = Priority.FILE,
+             ) -> tuple[ChannelFrames, Future[np.ndarray]]:
+        """Frame 1-D channels at the model's rate and queue them as one session.
+
+        The future gets every channel's processed frames, one channel after another.
+        """
         if self._closed:
             raise EnhancerClosed("the enhancer is closed")
         session_id = uuid.uuid4().hex if session_id is None else str(session_id)
@@ -240,14 +252,19 @@ class AudioEnhancer:
             if session_id in self._active_ids:
                 raise ValueError(f"session_id {session_id!r} is already in use")
             self._active_ids.add(session_id)
-        frames = self.framing.split(audio)
+        frames = ChannelFrames([self.framing.split(channel) for channel in channels])
         if frames.num_frames == 0:
             future: Future[np.ndarray] = Future()
             future.set_result(np.zeros((0, self.frame_length), np.float32))
         else:
-            future = self.backend.run(frames, session_id, progress)
+            future = self.backend.run(frames, session_id, progress, priority)
         future.add_done_callback(lambda _: self._forget(session_id))
         return frames, future
+
+    def _join(self, frames: ChannelFrames, processed: np.ndarray) -> list[np.ndarray]:
+        """Overlap-add each channel's processed frames back into its samples."""
+        return [self.framing.join(part, channel.num_samples)
+                for part, channel in zip(frames.split(processed), frames.channels, strict=True)]
 
     def _forget(self, session_id: str) -> None:
         with self._ids_lock:
@@ -274,4 +291,22 @@ def _results(futures: list[Future[np.ndarray]], timeout: float | None) -> list[n
     except BaseException:
         for future in futures:
             future.cancel()
+        raise
+
+
+def _measure_speed(runner: ModelRunner, frames_per_block: int) -> float:
+    """Seconds per frame of one block through the model (after a warm-up run)."""
+    block = np.zeros((frames_per_block, runner.frame_length), np.float32)
+    runner.run(block)
+    started = time.perf_counter()
+    runner.run(block)
+    return (time.perf_counter() - started) / frames_per_block
+
+
+async def _await(future: Future[np.ndarray], timeout: float | None) -> np.ndarray:
+    """Await a backend's future; on a timeout or cancellation, cancel it too."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+    except BaseException:
+        future.cancel()
         raise

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enhancer.backend import Progress
+from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError
 from enhancer.framing import Frames
 from enhancer.model_runner import ModelRunner
@@ -34,8 +34,8 @@ class InlineBackend:
              frames_per_block: int) -> InlineBackend:
         return cls(ModelRunner(model_path, num_threads), frames_per_block)
 
-    def run(self, frames: Frames, session_id: str,
-            progress: Progress | None = None) -> Future[np.ndarray]:
+    def run(self, frames: Frames, session_id: str, progress: Progress | None = None,
+            priority: Priority = Priority.FILE) -> Future[np.ndarray]:
         """Run every frame now; the returned future is already done."""
         future: Future[np.ndarray] = Future()
         if self._closed:

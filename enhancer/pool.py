@@ -42,15 +42,16 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import numpy as np
 
-from enhancer.backend import Progress
+from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError, PoolBroken, WorkerCrashed
 from enhancer.framing import Frames
 from enhancer.worker import Header, MessageKind, last_line, worker_failure, worker_main
@@ -60,6 +61,10 @@ log = logging.getLogger("enhancer.pool")
 WORKER_START_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 5.0
 MAX_FAILED_STARTS = 3
+# A block's deadline: the floor, plus this many times its expected run time. Generous, so a
+# busy machine never kills a healthy worker; a hung one is still caught within seconds.
+DEADLINE_FACTOR = 50.0
+DEFAULT_MIN_BLOCK_DEADLINE_S = 5.0
 
 
 @dataclass(eq=False)
@@ -71,8 +76,15 @@ class Session:
     output: np.ndarray  # [num_frames, frame_length]: the processed frames, filled in place
     future: Future[np.ndarray]
     progress: Progress | None
+    priority: Priority = Priority.FILE
     next_frame: int = 0
     frames_done: int = 0
+    # Blocks to run again (first frame, count): those a hung worker held, once each.
+    retry: deque[tuple[int, int]] = field(default_factory=deque)
+    retried: set[int] = field(default_factory=set)
+
+    def has_work(self) -> bool:
+        return bool(self.retry) or self.next_frame < self.frames.num_frames
 
 
 @dataclass(eq=False)
@@ -83,6 +95,8 @@ class Task:
     session: Session
     first_frame: int
     count: int
+    sent_at: float
+    deadline: float
 
 
 @dataclass(eq=False)
@@ -91,6 +105,7 @@ class Worker:
     conn: Connection
     ready: bool = False
     task: Task | None = None
+    hung: bool = False  # killed by the watchdog: its block is run again once
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -120,17 +135,25 @@ class WorkerPool:
     """
 
     def __init__(self, model_path: str | Path, num_processes: int, num_threads: int,
-                 frame_length: int, frames_per_block: int) -> None:
+                 frame_length: int, frames_per_block: int, seconds_per_frame: float = 1e-3,
+                 min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S) -> None:
         self.model_path = Path(model_path)
         self.num_threads = num_threads
         self.frame_length = frame_length
         self.frames_per_block = frames_per_block
+        self.min_block_deadline_s = min_block_deadline_s
         self.unprocessed_frames_queue: queue.SimpleQueue[Session] = queue.SimpleQueue()
         self.frames_processed = 0
         self.restarts = 0
+        self.hung_workers = 0
+        # The model's speed, measured: a running average over the blocks run so far.
+        self._seconds_per_frame = seconds_per_frame
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[Worker] = []
-        self._round_robin: deque[Session] = deque()
+        # Sessions with frames left to send, taking turns; live streams' before files'.
+        self._round_robin: dict[Priority, deque[Session]] = {p: deque() for p in Priority}
         self._task_ids = itertools.count(1)
         self._failed_starts = 0
         self._broken_reason: str | None = None
@@ -155,11 +178,14 @@ class WorkerPool:
 
     # ----------------------------------------------------------------- the Backend interface
 
-    def run(self, frames: Frames, session_id: str,
-            progress: Progress | None = None) -> Future[np.ndarray]:
+    def run(self, frames: Frames, session_id: str, progress: Progress | None = None,
+            priority: Priority = Priority.FILE) -> Future[np.ndarray]:
         future: Future[np.ndarray] = Future()
         output = np.empty((frames.num_frames, self.frame_length), dtype=np.float32)
-        session = Session(session_id, frames, output, future, progress)
+        session = Session(session_id, frames, output, future, progress, priority)
+        with self._pending_lock:
+            self._pending += 1
+        future.add_done_callback(self._session_done)
         # Under the close lock, so a session is never queued after the collector's last look.
         with self._close_lock:
             if self._closed:
@@ -176,6 +202,15 @@ class WorkerPool:
         return (not self._closed and self._broken_reason is None
                 and self._collector.is_alive()
                 and all(w.ready and w.process.is_alive() for w in list(self._workers)))
+
+    @property
+    def pending_sessions(self) -> int:
+        """Sessions queued or running (0 when idle: nothing is left behind)."""
+        return self._pending
+
+    def _session_done(self, _: Future[np.ndarray]) -> None:
+        with self._pending_lock:
+            self._pending -= 1
 
     @property
     def worker_pids(self) -> list[int]:
@@ -201,13 +236,16 @@ class WorkerPool:
             while not self._closing:
                 by_conn = {w.conn: w for w in self._workers}
                 by_sentinel = {w.process.sentinel: w for w in self._workers}
-                for ready in wait([self._wake_r, *by_conn, *by_sentinel]):
+                # Wake for the next block deadline too: that is the watchdog.
+                for ready in wait([self._wake_r, *by_conn, *by_sentinel],
+                                  self._time_to_next_deadline()):
                     if ready == self._wake_r:
                         self._drain_wake_pipe()
                     elif ready in by_conn:
                         self._receive(by_conn[ready])
                     elif ready in by_sentinel:
                         self._replace(by_sentinel[ready])
+                self._kill_hung_workers()
                 self._accept_sessions()
                 self._dispatch()
         except Exception as exc:
@@ -229,9 +267,10 @@ class WorkerPool:
         """Fail every session not yet finished, each with an exception of its own."""
         self._accept_sessions()
         held = [w.task.session for w in self._workers if w.task is not None]
-        for session in [*self._round_robin, *held]:
-            fail(session.future, error_type(message))
-        self._round_robin.clear()
+        for waiting in self._round_robin.values():
+            for session in [*waiting, *held]:
+                fail(session.future, error_type(message))
+            waiting.clear()
 
     def _drain_wake_pipe(self) -> None:
         try:
@@ -249,7 +288,7 @@ class WorkerPool:
             if self._broken_reason is not None:
                 fail(session.future, PoolBroken(self._broken_reason))
             else:
-                self._round_robin.append(session)
+                self._round_robin[session.priority].append(session)
 
     def _dispatch(self) -> None:
         """Give each idle worker the next block, taking sessions in turn so none starves."""
@@ -259,13 +298,20 @@ class WorkerPool:
             session = self._next_session()
             if session is None:
                 return
-            first = session.next_frame
-            block = session.frames.block(first, self.frames_per_block)
-            count = block.shape[0]
-            session.next_frame += count
-            if session.next_frame < session.frames.num_frames:
-                self._round_robin.append(session)
-            worker.task = Task(next(self._task_ids), session, first, count)
+            if session.retry:
+                first, count = session.retry.popleft()
+                block = session.frames.block(first, count)
+            else:
+                first = session.next_frame
+                block = session.frames.block(first, self.frames_per_block)
+                count = block.shape[0]
+                session.next_frame += count
+            if session.has_work():
+                self._round_robin[session.priority].append(session)
+            now = time.monotonic()
+            deadline = now + self.min_block_deadline_s + (
+                DEADLINE_FACTOR * count * self._seconds_per_frame)
+            worker.task = Task(next(self._task_ids), session, first, count, now, deadline)
             try:
                 worker.conn.send_bytes(Header(MessageKind.TASK, worker.task.task_id,
                                               count).pack())
@@ -274,11 +320,28 @@ class WorkerPool:
                 self._replace(worker)
 
     def _next_session(self) -> Session | None:
-        while self._round_robin:
-            session = self._round_robin.popleft()
-            if not session.future.done():  # cancelled or failed sessions are dropped
-                return session
+        for waiting in self._round_robin.values():  # in priority order
+            while waiting:
+                session = waiting.popleft()
+                if not session.future.done():  # cancelled or failed sessions are dropped
+                    return session
         return None
+
+    def _time_to_next_deadline(self) -> float | None:
+        deadlines = [w.task.deadline for w in self._workers if w.task is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _kill_hung_workers(self) -> None:
+        """The watchdog: a worker past its block's deadline is killed; its sentinel then
+        fires and :meth:`_replace` starts another and runs the block again."""
+        now = time.monotonic()
+        for worker in self._workers:
+            if worker.task is not None and now > worker.task.deadline and not worker.hung:
+                log.warning("worker process %s gave no result within %.1f s: killing it",
+                            worker.process.pid, now - worker.task.sent_at)
+                worker.hung = True
+                self.hung_workers += 1
+                worker.process.kill()
 
     def _receive(self, worker: Worker) -> None:
         try:
@@ -312,6 +375,8 @@ class WorkerPool:
         except (EOFError, OSError, TypeError, ValueError):
             self._replace(worker)
             return
+        elapsed = time.monotonic() - task.sent_at
+        self._seconds_per_frame = 0.9 * self._seconds_per_frame + 0.1 * elapsed / task.count
         self.frames_processed += task.count
         session.frames_done += task.count
         if session.progress is not None:
@@ -335,10 +400,22 @@ class WorkerPool:
         if worker.process.is_alive():
             worker.process.kill()
             worker.process.join()
-        how = describe_exit(worker.process.exitcode)
+        task = worker.task
+        if worker.hung and task is not None:
+            how = f"gave no result within {task.deadline - task.sent_at:.1f} s and was killed"
+        else:
+            how = describe_exit(worker.process.exitcode)
         log.warning("worker process %s %s", worker.process.pid, how)
-        if worker.task is not None:
-            fail(worker.task.session.future, WorkerCrashed(
+        if task is not None and worker.hung and task.first_frame not in task.session.retried:
+            # Hung, not crashed: the block is likely fine, so it runs once more elsewhere.
+            # (A block that crashes a worker is not retried: it could crash the next one.)
+            task.session.retried.add(task.first_frame)
+            task.session.retry.append((task.first_frame, task.count))
+            waiting = self._round_robin[task.session.priority]
+            if task.session not in waiting:
+                waiting.appendleft(task.session)
+        elif task is not None:
+            fail(task.session.future, WorkerCrashed(
                 f"worker process {worker.process.pid} {how} while processing this request"))
         if self._closing:
             return

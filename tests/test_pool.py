@@ -277,3 +277,70 @@ def test_a_worker_failure_carries_the_workers_traceback(tmp_path):
     error = worker_failure("the model failed: ValueError: bad", "Traceback...\nValueError: bad\n")
     assert isinstance(error, ModelError) and isinstance(error.__cause__, RemoteTraceback)
     assert "ValueError: bad" in "".join(traceback.format_exception(error))
+
+
+# ------------------------------------------------------------------ the watchdog
+
+
+@pytest.mark.parametrize("stopped", ["one", "every"])
+def test_a_stopped_worker_is_replaced_and_its_block_runs_elsewhere(stopped):
+    with AudioEnhancer(PASSTHROUGH, num_processes=2, min_block_deadline_s=1.0) as enhancer:
+        victims = enhancer.worker_pids[:1] if stopped == "one" else enhancer.worker_pids
+        for pid in victims:
+            os.kill(pid, signal.SIGSTOP)
+        audio = random_audio(1_000_000, seed=12)
+        started = time.monotonic()
+        future = enhancer.submit(audio)
+        seen_not_ready = False
+        while not future.done():
+            seen_not_ready |= not enhancer.is_ready
+            time.sleep(0.01)
+            assert time.monotonic() - started < 30, "the request is stuck"
+        # The replacement is still loading: /ready says 503 while the pool is below strength.
+        seen_not_ready |= not enhancer.is_ready
+        assert same_bits(future.result(), audio * np.float32(3))
+        assert seen_not_ready
+        assert all(process_gone(pid) for pid in victims)
+        assert enhancer.backend.hung_workers == len(victims)
+        deadline = time.monotonic() + 20
+        while not enhancer.is_ready:
+            assert time.monotonic() < deadline, "the pool did not get back to full strength"
+            time.sleep(0.05)
+        assert len(enhancer.worker_pids) == 2 and enhancer.pending_sessions == 0
+
+
+def test_a_block_that_hangs_twice_fails_with_a_clear_message():
+    with AudioEnhancer(PASSTHROUGH, num_processes=1, min_block_deadline_s=0.5) as enhancer:
+        pool = enhancer.backend
+        real_dispatch = pool._dispatch
+
+        def dispatch_then_hang() -> None:  # every worker stops as soon as it holds a block
+            real_dispatch()
+            for worker in pool._workers:
+                if worker.task is not None and not worker.hung:
+                    os.kill(worker.process.pid, signal.SIGSTOP)
+
+        pool._dispatch = dispatch_then_hang
+        with pytest.raises(WorkerCrashed, match=r"gave no result within [\d.]+ s and was "
+                                                r"killed while processing this request"):
+            enhancer.enhance_audio(random_audio(5000, seed=13), timeout=30)
+        assert pool.hung_workers == 2 and enhancer.pending_sessions == 0
+
+
+def test_requests_take_turns_not_channels(pool):
+    """A request of many channels gets one turn per round, like a mono one."""
+    many = np.tile(random_audio(30 * 1024, seed=14)[:, None], (1, 256))  # 256 × 30 frames
+    done_frames = []
+    big = threading.Thread(target=lambda: pool.enhance(many, 48000,
+                                                       progress=done_frames.append))
+    big.start()
+    while not done_frames:
+        time.sleep(0.001)
+    small = random_audio(1000, seed=15)
+    assert same_bits(pool.enhance(small, 48000, timeout=30), small * np.float32(3))
+    frames_before_small_finished = sum(done_frames)
+    big.join()
+    assert sum(done_frames) == 256 * 30
+    # Taking turns per channel, the small request would wait for about every block of the
+    # big one; per request, it waits for a few.
+    assert frames_before_small_finished < 256 * 30 / 4, frames_before_small_finished
