@@ -1,9 +1,11 @@
 """The interface every way of running the model offers to ``AudioEnhancer``.
 
-A backend takes the frames of one channel (a :class:`~enhancer.framing.Frames`) and returns a
-future of the processed frames, ``[num_frames, frame_length]`` float32, in order. It knows
-how blocks get run (in this process, on a pool of worker processes, or elsewhere), and
-nothing of what the audio is: framing, overlap-add, channels and rates stay in the façade.
+A backend takes a :class:`~enhancer.segments.Job` (the samples of every channel of one
+request, or of one chunk of a stream, at the model's rate) and runs it segment by segment
+with :func:`enhancer.segments.run_segment`, storing each result in the job
+(:meth:`~enhancer.segments.ChannelJob.store`); its future completes with the job. It knows how
+segments get run (in this process, on a pool of worker processes, or elsewhere), and nothing
+of what the audio is: rates, channels and where segments meet stay with the façade.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from concurrent.futures import Future
 from enum import IntEnum
 from typing import Protocol
 
-import numpy as np
-
-from enhancer.framing import Frames
+from enhancer.segments import Job
 
 Progress = Callable[[int], None]
 """Called with the number of frames just finished."""
@@ -36,11 +36,11 @@ class Backend(Protocol):
     restarts: int
     """Workers replaced after dying, for metrics."""
 
-    def run(self, frames: Frames, session_id: str, progress: Progress | None = None,
-            priority: Priority = Priority.FILE) -> Future[np.ndarray]:
-        """Queue every frame of ``frames``; the future gets the processed frames.
+    def run(self, job: Job, session_id: str, progress: Progress | None = None,
+            priority: Priority = Priority.FILE) -> Future[Job]:
+        """Queue every frame of ``job``; the future completes with the job, its results in.
 
-        Cancelling the future drops the frames not yet run. Errors are set on the future
+        Cancelling the future drops the segments not yet run. Errors are set on the future
         (``WorkerCrashed``, ``ModelError``, ``PoolBroken``, ``EnhancerClosed``), never raised
         from another thread.
         """

@@ -164,6 +164,16 @@ class Framing:
             # Overlap-added squared sqrt-Hann windows sum to frame / (2 hop).
             self._synthesis = self._window * np.float32(2 * hop_length / frame_length)
 
+    @property
+    def window_array(self) -> np.ndarray:
+        """The analysis window frames are multiplied by (overlapping framing only)."""
+        return self._window
+
+    @property
+    def synthesis_array(self) -> np.ndarray:
+        """The window processed frames are multiplied by before overlap-add."""
+        return self._synthesis
+
     def split(self, audio: np.ndarray) -> Frames:
         """The frames to run through the model (``num_frames``, ``block(start, count)``)."""
         if self.overlapping:

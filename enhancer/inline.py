@@ -1,64 +1,64 @@
 """The in-process backend (``num_processes=0``): the model runs in the calling thread.
 
-Simplest to debug and the reference the pool is tested against. One interpreter is shared
-by every caller, so calls take turns on a lock.
+Simplest to debug and the reference the pool is tested against: the same segments, run by
+the same :func:`~enhancer.segments.run_segment`. One interpreter is shared by every caller, so
+calls take turns on a lock.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from pathlib import Path
 
 import numpy as np
 
 from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError
-from enhancer.framing import Frames
+from enhancer.framing import Framing
 from enhancer.model_runner import ModelRunner
+from enhancer.segments import Job, input_length, result_length, run_segment
 
 
 class InlineBackend:
-    """Run every block in the caller's thread with one :class:`ModelRunner`."""
+    """Run every segment in the caller's thread with one :class:`ModelRunner`."""
 
-    def __init__(self, runner: ModelRunner, frames_per_block: int) -> None:
+    def __init__(self, runner: ModelRunner, framing: Framing, max_segment_frames: int) -> None:
         self._runner = runner
-        self.frames_per_block = frames_per_block
+        self.framing = framing
+        self.max_segment_frames = max_segment_frames
         self.frames_processed = 0
         self.restarts = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._samples = np.empty(input_length(framing, max_segment_frames), np.float32)
+        self._result = np.empty(result_length(framing, max_segment_frames), np.float32)
 
-    @classmethod
-    def load(cls, model_path: str | Path, num_threads: int,
-             frames_per_block: int) -> InlineBackend:
-        return cls(ModelRunner(model_path, num_threads), frames_per_block)
-
-    def run(self, frames: Frames, session_id: str, progress: Progress | None = None,
-            priority: Priority = Priority.FILE) -> Future[np.ndarray]:
-        """Run every frame now; the returned future is already done."""
-        future: Future[np.ndarray] = Future()
+    def run(self, job: Job, session_id: str, progress: Progress | None = None,
+            priority: Priority = Priority.FILE) -> Future[Job]:
+        """Run every segment now; the returned future is already done."""
+        future: Future[Job] = Future()
         if self._closed:
             future.set_exception(EnhancerClosed("the enhancer is closed"))
             return future
-        output = np.empty((frames.num_frames, self._runner.frame_length), np.float32)
         try:
             with self._lock:
-                start = 0
-                while start < frames.num_frames:
-                    block = frames.block(start, self.frames_per_block)
-                    stop = start + block.shape[0]
-                    output[start:stop] = self._runner.run(block)
-                    self.frames_processed += block.shape[0]
+                first = 0
+                while first < job.num_frames:
+                    channel, local, count = job.locate(first, self.max_segment_frames)
+                    channel.input_for(local, count, self._samples)
+                    run_segment(self._runner.run, self.framing, self._samples, count,
+                                self._result)
+                    channel.store(local, count, self._result)
+                    self.frames_processed += count
                     if progress is not None:
-                        progress(block.shape[0])
-                    start = stop
+                        progress(count)
+                    first += count
         except Exception as exc:
             error = ModelError(f"the model failed: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
             future.set_exception(error)
         else:
-            future.set_result(output)
+            future.set_result(job)
         return future
 
     @property

@@ -4,20 +4,24 @@ Data flow::
 
     caller threads                   collector thread                 worker processes
     ──────────────                   ────────────────                 ────────────────
-    run(frames) ─► unprocessed_frames_queue ─► round robin ─► TASK ─► pipe ─► process_audio()
-         ▲           (one Session a call)      of sessions              │
-         │                                                              ▼
-    Session.future ◄── all frames in ◄── session.output ◄── RESULT ◄── pipe
-    (processed frames; the caller joins them)
+    run(job) ─► unprocessed_frames_queue ─► round robin ──► samples into arena ─┐
+         ▲         (one Session a call)     live, then file     TASK ► pipe     ▼
+         │                                                               process_audio()
+    Session.future ◄── all frames in ◄── job's slots ◄── arena ◄── RESULT ◄── pipe
+    (the caller joins where segments meet)
 
 Glossary:
 
-- *session*: one call of :meth:`WorkerPool.run`, the frames of one channel; it has an ID,
-  an output array the processed frames are written into, and a future.
-- *block*: up to ``frames_per_block`` consecutive frames of one session, the unit sent to a
-  worker. Blocks are large so pipe and wake-up costs vanish, and small enough that a long
-  session is spread over every worker and interleaved with short ones.
-- *task*: one block in flight, held by one worker (:class:`Task`).
+- *session*: one call of :meth:`WorkerPool.run`: a :class:`~enhancer.segments.Job` (every
+  channel of one request, or one chunk of a stream), an ID, a priority and a future.
+- *segment*: up to ``max_segment_frames`` consecutive frames of one channel, the unit sent
+  to a worker, as samples; the worker windows, runs and overlap-adds them itself
+  (:mod:`enhancer.segments`), so the parent only copies samples in and out. Segments are
+  sized so that one long request spreads over every worker, and large enough that the pipe
+  and wake-up costs vanish.
+- *task*: one segment in flight, held by one worker (:class:`Task`).
+- *arena*: a worker's shared memory, made once with the worker and reused: the segment's
+  samples go in, its result comes out; the pipe carries only small headers.
 
 The design's *processed frames queue* is realised as one duplex pipe per worker, read by the
 collector with ``multiprocessing.connection.wait`` (together with every worker's process
@@ -26,9 +30,13 @@ worker killed while holding that queue's lock would freeze every other worker, a
 would know which block the dead worker held. With a pipe each, the collector knows every
 worker's task, fails exactly that session when its worker dies, and starts a replacement.
 
-Threads: the collector thread alone owns ``_workers``, ``_round_robin`` and every task and
-session's progress counters. Callers touch only ``unprocessed_frames_queue`` (thread-safe),
-the wake-up pipe, and ``_closed`` under ``_close_lock``.
+Threads: the collector thread alone owns ``_workers``, ``_round_robin``, the arenas and every
+task and session's progress counters. Callers touch only ``unprocessed_frames_queue``
+(thread-safe), the wake-up pipe, and ``_closed`` under ``_close_lock``.
+
+Shared memory is made and unlinked by this process only. Arenas are unlinked on
+:meth:`WorkerPool.close`; a dead worker's arena is handed to its replacement; if this
+process itself is killed, multiprocessing's resource tracker unlinks them.
 """
 
 from __future__ import annotations
@@ -47,14 +55,23 @@ from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import numpy as np
 
 from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError, PoolBroken, WorkerCrashed
-from enhancer.framing import Frames
-from enhancer.worker import Header, MessageKind, last_line, worker_failure, worker_main
+from enhancer.framing import Framing
+from enhancer.segments import ChannelJob, Job
+from enhancer.worker import (
+    ArenaSpec,
+    Header,
+    MessageKind,
+    last_line,
+    worker_failure,
+    worker_main,
+)
 
 log = logging.getLogger("enhancer.pool")
 
@@ -64,48 +81,68 @@ MAX_FAILED_STARTS = 3
 # A block's deadline: the floor, plus this many times its expected run time. Generous, so a
 # busy machine never kills a healthy worker; a hung one is still caught within seconds.
 DEADLINE_FACTOR = 50.0
+# The smallest segment a request is cut into: below it, the pipe and wake-up costs show.
+MIN_SEGMENT_FRAMES = 16
 DEFAULT_MIN_BLOCK_DEADLINE_S = 5.0
 
 
 @dataclass(eq=False)
 class Session:
-    """The frames of one channel on their way through the pool."""
+    """A job on its way through the pool."""
 
     session_id: str
-    frames: Frames
-    output: np.ndarray  # [num_frames, frame_length]: the processed frames, filled in place
-    future: Future[np.ndarray]
+    job: Job
+    future: Future[Job]
     progress: Progress | None
-    priority: Priority = Priority.FILE
-    next_frame: int = 0
+    priority: Priority
+    segment_frames: int  # frames per segment, at most
+    next_frame: int = 0  # of the job: the next segment starts here
     frames_done: int = 0
-    # Blocks to run again (first frame, count): those a hung worker held, once each.
+    # Segments to run again (first frame, count): those a hung worker held, once each.
     retry: deque[tuple[int, int]] = field(default_factory=deque)
     retried: set[int] = field(default_factory=set)
 
     def has_work(self) -> bool:
-        return bool(self.retry) or self.next_frame < self.frames.num_frames
+        return bool(self.retry) or self.next_frame < self.job.num_frames
 
 
 @dataclass(eq=False)
 class Task:
-    """One block of a session, held by one worker until its result comes back."""
+    """One segment of a session, held by one worker until its result comes back."""
 
     task_id: int
     session: Session
-    first_frame: int
+    first_frame: int  # in the job
     count: int
+    channel: ChannelJob
+    channel_first: int  # the same frame, in its channel
     sent_at: float
     deadline: float
+
+
+@dataclass(eq=False)
+class Arena:
+    """A worker's shared memory and its two halves as arrays."""
+
+    memory: SharedMemory
+    samples: np.ndarray
+    result: np.ndarray
+
+    def unlink(self) -> None:
+        del self.samples, self.result  # no array may use the memory when it is closed
+        self.memory.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.memory.unlink()
 
 
 @dataclass(eq=False)
 class Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
+    arena: Arena
     ready: bool = False
     task: Task | None = None
-    hung: bool = False  # killed by the watchdog: its block is run again once
+    hung: bool = False  # killed by the watchdog: its segment is run again once
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -126,7 +163,7 @@ def fail(future: Future, error: BaseException) -> None:
 
 
 class WorkerPool:
-    """Run blocks of frames on ``num_processes`` spawned worker processes.
+    """Run jobs, segment by segment, on ``num_processes`` spawned worker processes.
 
     Raises ``ModelError`` when the workers cannot load the model within
     ``WORKER_START_TIMEOUT_S``. A worker that dies is replaced; the session it held fails
@@ -135,13 +172,16 @@ class WorkerPool:
     """
 
     def __init__(self, model_path: str | Path, num_processes: int, num_threads: int,
-                 frame_length: int, frames_per_block: int, seconds_per_frame: float = 1e-3,
+                 framing: Framing, max_segment_frames: int, seconds_per_frame: float = 1e-3,
                  min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S) -> None:
         self.model_path = Path(model_path)
+        self.num_processes = num_processes
         self.num_threads = num_threads
-        self.frame_length = frame_length
-        self.frames_per_block = frames_per_block
+        self.framing = framing
+        self.max_segment_frames = max_segment_frames
         self.min_block_deadline_s = min_block_deadline_s
+        self.arena_prefix = f"enhancer-{os.getpid()}-{id(self):x}-"  # under /dev/shm
+        self._arena_names = (f"{self.arena_prefix}{n}" for n in itertools.count())
         self.unprocessed_frames_queue: queue.SimpleQueue[Session] = queue.SimpleQueue()
         self.frames_processed = 0
         self.restarts = 0
@@ -178,11 +218,11 @@ class WorkerPool:
 
     # ----------------------------------------------------------------- the Backend interface
 
-    def run(self, frames: Frames, session_id: str, progress: Progress | None = None,
-            priority: Priority = Priority.FILE) -> Future[np.ndarray]:
-        future: Future[np.ndarray] = Future()
-        output = np.empty((frames.num_frames, self.frame_length), dtype=np.float32)
-        session = Session(session_id, frames, output, future, progress, priority)
+    def run(self, job: Job, session_id: str, progress: Progress | None = None,
+            priority: Priority = Priority.FILE) -> Future[Job]:
+        future: Future[Job] = Future()
+        session = Session(session_id, job, future, progress, priority,
+                          self._segment_frames(job, priority))
         with self._pending_lock:
             self._pending += 1
         future.add_done_callback(self._session_done)
@@ -203,12 +243,22 @@ class WorkerPool:
                 and self._collector.is_alive()
                 and all(w.ready and w.process.is_alive() for w in list(self._workers)))
 
+    def _segment_frames(self, job: Job, priority: Priority) -> int:
+        """A stream's chunk goes whole; a request is cut so that it spreads over every
+        worker (two segments each), in segments no larger than the arenas."""
+        if priority == Priority.LIVE:
+            return self.max_segment_frames
+        widest = max(c.num_frames for c in job.channels)
+        spread = -(-widest // (2 * max(1, self.num_processes)))
+        return max(min(spread, self.max_segment_frames), min(MIN_SEGMENT_FRAMES,
+                                                             self.max_segment_frames))
+
     @property
     def pending_sessions(self) -> int:
         """Sessions queued or running (0 when idle: nothing is left behind)."""
         return self._pending
 
-    def _session_done(self, _: Future[np.ndarray]) -> None:
+    def _session_done(self, _: Future[Job]) -> None:
         with self._pending_lock:
             self._pending -= 1
 
@@ -300,22 +350,22 @@ class WorkerPool:
                 return
             if session.retry:
                 first, count = session.retry.popleft()
-                block = session.frames.block(first, count)
             else:
                 first = session.next_frame
-                block = session.frames.block(first, self.frames_per_block)
-                count = block.shape[0]
+                _, _, count = session.job.locate(first, session.segment_frames)
                 session.next_frame += count
             if session.has_work():
                 self._round_robin[session.priority].append(session)
+            channel, channel_first, count = session.job.locate(first, count)
+            channel.input_for(channel_first, count, worker.arena.samples)
             now = time.monotonic()
             deadline = now + self.min_block_deadline_s + (
                 DEADLINE_FACTOR * count * self._seconds_per_frame)
-            worker.task = Task(next(self._task_ids), session, first, count, now, deadline)
+            worker.task = Task(next(self._task_ids), session, first, count, channel,
+                               channel_first, now, deadline)
             try:
                 worker.conn.send_bytes(Header(MessageKind.TASK, worker.task.task_id,
                                               count).pack())
-                worker.conn.send_bytes(block.data)
             except OSError:
                 self._replace(worker)
 
@@ -368,10 +418,9 @@ class WorkerPool:
                     f"the model failed: {last_line(remote)}", remote))
                 return
             if session.future.done():
-                worker.conn.recv_bytes()  # cancelled or failed meanwhile: discard
-                return
-            block = session.output[task.first_frame:task.first_frame + task.count]
-            worker.conn.recv_bytes_into(block.data.cast("B"))
+                return  # cancelled or failed meanwhile: the result is dropped
+            # Straight from the arena into the job's output.
+            task.channel.store(task.channel_first, task.count, worker.arena.result)
         except (EOFError, OSError, TypeError, ValueError):
             self._replace(worker)
             return
@@ -384,11 +433,11 @@ class WorkerPool:
                 session.progress(task.count)
             except Exception:
                 log.exception("a progress callback failed")
-        if session.frames_done == session.frames.num_frames:
-            # The caller joins the frames: the collector does nothing that can fail for one
-            # request. The caller may have cancelled meanwhile.
+        if session.frames_done == session.job.num_frames:
+            # The caller joins where segments meet: the collector does nothing that can fail
+            # for one request. The caller may have cancelled meanwhile.
             with contextlib.suppress(InvalidStateError):
-                session.future.set_result(session.output)
+                session.future.set_result(session.job)
 
     def _replace(self, worker: Worker) -> None:
         """A worker died: fail the session it held and start another worker in its place."""
@@ -418,24 +467,38 @@ class WorkerPool:
             fail(task.session.future, WorkerCrashed(
                 f"worker process {worker.process.pid} {how} while processing this request"))
         if self._closing:
+            worker.arena.unlink()
             return
         if not worker.ready:
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
+                worker.arena.unlink()
                 self._mark_broken(f"workers keep dying while loading {self.model_path} "
                                   f"(the last one {how})")
                 return
-        self._start_worker()
+        # The dead worker's arena serves its replacement: nothing else can write to it now.
+        self._start_worker(worker.arena)
         self.restarts += 1
 
-    def _start_worker(self) -> None:
+    def _arena_spec(self, name: str) -> ArenaSpec:
+        return ArenaSpec(name, self.framing.frame_length, self.framing.hop_length,
+                         self.framing.window, self.max_segment_frames)
+
+    def _start_worker(self, arena: Arena | None = None) -> None:
+        if arena is None:
+            spec = self._arena_spec(next(self._arena_names))
+            memory = SharedMemory(spec.name, create=True, size=spec.size)
+            assert memory.buf is not None
+            arena = Arena(memory, *spec.views(memory.buf))
+        spec = self._arena_spec(arena.memory.name)
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=worker_main, name="enhancer-worker", daemon=True,
-                                    args=(child_conn, str(self.model_path), self.num_threads))
+                                    args=(child_conn, str(self.model_path), self.num_threads,
+                                          spec))
         process.start()
         # Only the worker may hold its end, so that its exit shows here as end-of-file.
         child_conn.close()
-        self._workers.append(Worker(process, parent_conn))
+        self._workers.append(Worker(process, parent_conn, arena))
 
     def _stop_workers(self) -> None:
         for worker in self._workers:
@@ -447,6 +510,7 @@ class WorkerPool:
                 worker.process.kill()
                 worker.process.join()
             worker.conn.close()
+            worker.arena.unlink()
             if worker.task is not None:
                 fail(worker.task.session.future, EnhancerClosed("the enhancer was closed"))
         self._workers.clear()

@@ -1,12 +1,15 @@
 """A worker process of the pool and the wire protocol it speaks with the collector.
 
-Each worker holds one LiteRT interpreter and one duplex pipe to the parent. Every message is
-a fixed header (:data:`HEADER`: kind, task id, count) followed, for some kinds, by one payload::
+Each worker holds one LiteRT interpreter, one duplex pipe to the parent and one shared-memory
+*arena*, made by the parent and reused for every segment: the parent writes a segment's
+samples into the arena's input half, the worker frames, windows, runs and overlap-adds them
+(:func:`process_audio`) and writes the result into the output half. The pipe carries only
+fixed headers (:data:`HEADER`: kind, task id, count) and, on failure, a traceback::
 
-    parent → worker   TASK   task id, frame count   payload: the frames, float32 bytes
+    parent → worker   TASK   task id, frame count   (the samples are in the arena)
                       STOP   -                      -
     worker → parent   READY  -, frame length        -
-                      RESULT task id, frame count   payload: the processed frames
+                      RESULT task id, frame count   (the result is in the arena)
                       FAILED task id (0: at load)   payload: the worker's traceback, UTF-8
 
 This module imports only numpy and the model runner, so a spawned worker stays small.
@@ -20,11 +23,14 @@ import traceback
 from dataclasses import dataclass
 from enum import IntEnum
 from multiprocessing.connection import Connection
+from typing import Any
 
 import numpy as np
 
 from enhancer.errors import ModelError
+from enhancer.framing import Framing
 from enhancer.model_runner import ModelRunner
+from enhancer.segments import input_length, result_length, run_segment
 
 HEADER = struct.Struct("<BQI")
 
@@ -78,37 +84,86 @@ def last_line(remote_traceback: str) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def process_audio(runner: ModelRunner, frames: np.ndarray) -> np.ndarray:
-    """Run the model on one block of unprocessed frames; return the processed frames."""
-    return runner.run(frames)
+def process_audio(runner: ModelRunner, framing: Framing, samples: np.ndarray, count: int,
+                  out: np.ndarray) -> None:
+    """Run the model on one segment of unprocessed frames, given as ``samples``; write the
+    processed frames, windowed and overlap-added (:func:`enhancer.segments.run_segment`),
+    into ``out``."""
+    run_segment(runner.run, framing, samples, count, out)
 
 
-def worker_main(conn: Connection, model_path: str, num_threads: int) -> None:
-    """Worker process: load the model, then run each block of frames the parent sends."""
+@dataclass(frozen=True)
+class ArenaSpec:
+    """Where a worker's arena is and how it is laid out: the input half holds a segment of
+    up to ``max_frames`` frames as samples, the output half its result."""
+
+    name: str
+    frame_length: int
+    hop_length: int
+    window: str
+    max_frames: int
+
+    @property
+    def framing(self) -> Framing:
+        return Framing(self.frame_length, self.hop_length, self.window)
+
+    @property
+    def input_floats(self) -> int:
+        return input_length(self.framing, self.max_frames)
+
+    @property
+    def output_floats(self) -> int:
+        return result_length(self.framing, self.max_frames)
+
+    @property
+    def size(self) -> int:
+        return 4 * (self.input_floats + self.output_floats)
+
+    def views(self, buffer: memoryview) -> tuple[np.ndarray, np.ndarray]:
+        """The input and output halves of the arena, as float32 arrays."""
+        arena = np.ndarray(self.input_floats + self.output_floats, np.float32, buffer=buffer)
+        return arena[:self.input_floats], arena[self.input_floats:]
+
+
+def worker_main(conn: Connection, model_path: str, num_threads: int, spec: ArenaSpec) -> None:
+    """Worker process: load the model, then run each segment the parent puts in the arena."""
+    from multiprocessing.shared_memory import SharedMemory
+
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         runner = ModelRunner(model_path, num_threads)
-    except ModelError:
+        if runner.frame_length != spec.frame_length:
+            raise ModelError(f"model {model_path} has frame {runner.frame_length}, the pool "
+                             f"expects {spec.frame_length}")
+        arena = SharedMemory(spec.name)
+    except (ModelError, OSError):
         conn.send_bytes(Header(MessageKind.FAILED).pack())
         conn.send_bytes(traceback.format_exc().encode())
         return
-    frame_length = runner.frame_length
-    conn.send_bytes(Header(MessageKind.READY, 0, frame_length).pack())
-    while True:
-        try:
+    try:
+        _serve(conn, runner, spec, arena)
+    finally:
+        arena.close()
+
+
+def _serve(conn: Connection, runner: ModelRunner, spec: ArenaSpec, arena: Any) -> None:
+    framing = spec.framing
+    samples, out = spec.views(arena.buf)
+    conn.send_bytes(Header(MessageKind.READY, 0, runner.frame_length).pack())
+    try:
+        while True:
             header = Header.unpack(conn.recv_bytes())
             if header.kind == MessageKind.STOP:
                 return
-            frames = np.frombuffer(conn.recv_bytes(), dtype=np.float32).reshape(
-                header.count, frame_length)
             try:
-                processed = process_audio(runner, frames)
+                process_audio(runner, framing, samples, header.count, out)
             except Exception:  # the model failed on this input: report, keep serving
                 conn.send_bytes(Header(MessageKind.FAILED, header.task_id).pack())
                 conn.send_bytes(traceback.format_exc().encode())
                 continue
             conn.send_bytes(Header(MessageKind.RESULT, header.task_id, header.count).pack())
-            conn.send_bytes(processed.data)
-        except (EOFError, OSError):
-            return  # the parent is gone: never outlive it
+    except (EOFError, OSError):
+        return  # the parent is gone: never outlive it
+    finally:
+        del samples, out  # the arena can only be closed once no array uses it

@@ -10,6 +10,7 @@ import time
 import traceback
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from enhancer import AudioEnhancer
 from enhancer.errors import EnhancerClosed, InvalidAudio, ModelError, PoolBroken, WorkerCrashed
 from enhancer.model_runner import ModelRunner
+from enhancer.segments import ChannelJob
 from tests.helpers import PASSTHROUGH, process_gone, random_audio, run_python, same_bits
 
 LENGTHS = [1, 1023, 1024, 1025, 48000, 1_000_003]
@@ -251,16 +253,16 @@ def test_a_failing_collector_fails_every_request_at_once_and_says_so(monkeypatch
 
 
 def test_a_failing_overlap_add_join_fails_that_request_only(pool, monkeypatch):
-    real_join = pool.framing.join
+    real_finish = ChannelJob.finish
     calls = []
 
-    def join_once(*args):
+    def finish_once(*args):  # the join of a request's segments, on the caller's side
         calls.append(1)
         if len(calls) == 1:
             raise MemoryError("injected")
-        return real_join(*args)
+        return real_finish(*args)
 
-    monkeypatch.setattr(pool.framing, "join", join_once)
+    monkeypatch.setattr(ChannelJob, "finish", finish_once)
     audio = random_audio(10_000, seed=10)
     with pytest.raises(MemoryError, match="injected"):
         pool.enhance_audio(audio, timeout=10)
@@ -314,11 +316,11 @@ def test_a_block_that_hangs_twice_fails_with_a_clear_message():
         pool = enhancer.backend
         real_dispatch = pool._dispatch
 
-        def dispatch_then_hang() -> None:  # every worker stops as soon as it holds a block
-            real_dispatch()
+        def dispatch_then_hang() -> None:  # every worker stops before it gets a segment
             for worker in pool._workers:
-                if worker.task is not None and not worker.hung:
+                if worker.ready and worker.task is None and not worker.hung:
                     os.kill(worker.process.pid, signal.SIGSTOP)
+            real_dispatch()
 
         pool._dispatch = dispatch_then_hang
         with pytest.raises(WorkerCrashed, match=r"gave no result within [\d.]+ s and was "
@@ -344,3 +346,43 @@ def test_requests_take_turns_not_channels(pool):
     # Taking turns per channel, the small request would wait for about every block of the
     # big one; per request, it waits for a few.
     assert frames_before_small_finished < 256 * 30 / 4, frames_before_small_finished
+
+
+# ------------------------------------------------------------------ shared memory
+
+
+def arenas_of(pid: int, prefix: str | None = None) -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob(f"{prefix or f'enhancer-{pid}-'}*"))
+
+
+def test_arenas_are_reused_after_a_crash_and_unlinked_on_close():
+    enhancer = AudioEnhancer(PASSTHROUGH, num_processes=2)
+    prefix = enhancer.backend.arena_prefix
+    before = arenas_of(os.getpid(), prefix)
+    assert len(before) == 2
+    os.kill(enhancer.worker_pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not (enhancer.is_ready and enhancer.worker_restarts == 1):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    audio = random_audio(300_000, seed=16)
+    assert same_bits(enhancer.enhance_audio(audio), audio * np.float32(3))
+    assert arenas_of(os.getpid(), prefix) == before  # the replacement took the dead one's
+    enhancer.close()
+    assert arenas_of(os.getpid(), prefix) == []
+
+
+@pytest.mark.parametrize("ending", ["os._exit(0)", "os.kill(os.getpid(), 9)"])
+def test_no_arena_outlives_a_parent_that_dies(ending):
+    code = ("import os\n"
+            "from enhancer import AudioEnhancer\n"
+            "if __name__ == '__main__':\n"
+            "    e = AudioEnhancer('models/passthrough_model_lite.tflite', 2)\n"
+            "    print(os.getpid(), flush=True)\n"
+            f"    {ending}\n")
+    result = run_python(code)
+    pid = int(result.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while arenas_of(pid) and time.monotonic() < deadline:  # the resource tracker unlinks them
+        time.sleep(0.1)
+    assert arenas_of(pid) == []

@@ -1,0 +1,58 @@
+"""Segments: however frames are cut into segments, the result equals Framing.join's."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from enhancer.framing import Framing
+from enhancer.segments import ChannelJob, input_length, result_length, run_segment
+from tests.helpers import random_audio, same_bits
+
+
+def model(frames: np.ndarray) -> np.ndarray:
+    """Stands in for a network: nonlinear, frame by frame."""
+    return (np.tanh(frames * np.float32(2)) + frames * frames).astype(np.float32)
+
+
+def reference(framing: Framing, audio: np.ndarray) -> np.ndarray:
+    frames = framing.split(audio)
+    processed = model(frames.block(0, frames.num_frames)) if frames.num_frames else (
+        np.zeros((0, framing.frame_length), np.float32))
+    if not framing.overlapping and frames.num_frames:
+        processed = np.concatenate([model(frames.block(i, 1)) for i in range(
+            frames.num_frames)])
+    return framing.join(processed, audio.shape[0])
+
+
+def segmented(framing: Framing, audio: np.ndarray, cuts: list[int]) -> np.ndarray:
+    job = ChannelJob.offline(framing, audio)
+    bounds = [0, *[c for c in cuts if 0 < c < job.num_frames], job.num_frames]
+    scratch_in = np.empty(input_length(framing, job.num_frames + 1), np.float32)
+    for first, stop in itertools.pairwise(bounds):
+        count = stop - first
+        if count == 0:
+            continue
+        job.input_for(first, count, scratch_in)
+        out = np.empty(result_length(framing, count), np.float32)
+        run_segment(model, framing, scratch_in, count, out)
+        job.store(first, count, out)
+    return job.finish(audio.shape[0])
+
+
+@pytest.mark.parametrize("frame, hop, window", [(1024, 1024, "none"), (64, 32, "sqrt-hann"),
+                                                (64, 16, "sqrt-hann"), (48, 16, "sqrt-hann")])
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 100, 1000])
+def test_any_segmentation_gives_the_whole_files_result(frame, hop, window, length):
+    framing = Framing(frame, hop, window)
+    audio = random_audio(length, seed=length)
+    expected = reference(framing, audio)
+    rng = np.random.default_rng(length + frame + hop)
+    frames = framing.frame_count(length)
+    for trial in range(5):
+        cuts = sorted(rng.choice(np.arange(1, frames), size=min(trial * 2, frames - 1),
+                                 replace=False).tolist()) if frames > 1 else []
+        assert same_bits(segmented(framing, audio, cuts), expected), cuts
+    assert same_bits(segmented(framing, audio, list(range(1, frames))), expected)  # 1 each
