@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_manipulations import AudioFormat, decode_audio, encode_audio, quantize
+from audio_manipulations import (
+    AUDIO_SUFFIXES,
+    MEDIA_TYPES,
+    SUPPORTED_FORMATS_TEXT,
+    AudioFormat,
+    AudioWriter,
+    decode_audio,
+    encode_audio,
+    probe_audio,
+    quantize,
+)
 from enhancer.errors import InvalidAudio, UnsupportedFormat
 from tests.helpers import SAMPLES
 
@@ -122,8 +132,7 @@ def test_broken_inputs_give_clear_errors():
         decode_audio(bytes(flac))
     with pytest.raises(InvalidAudio, match="cannot read the FLAC data"):
         decode_audio(b"fLaC" + b"\x00" * 50)
-    with pytest.raises(UnsupportedFormat, match="Ogg audio is not supported; supported formats: "
-                                                "WAV"):
+    with pytest.raises(InvalidAudio, match="cannot read the Ogg data"):
         decode_audio(b"OggS" + b"\x00" * 100)
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(100), 8000, format="WAV", subtype="ULAW")
@@ -133,3 +142,146 @@ def test_broken_inputs_give_clear_errors():
         decode_audio(b"\x00" * 12, "s24le", 48000)
     with pytest.raises(InvalidAudio, match="3 bytes is not a whole number of s16le samples"):
         decode_audio(b"\x00" * 3, "s16le", 48000)
+
+
+# ------------------------------------------------------------------ lossy formats libsndfile reads
+
+LOSSY = [("MP3", "MPEG_LAYER_III", 44100), ("MP3", "MPEG_LAYER_III", 16000),
+         ("OGG", "VORBIS", 22050), ("OGG", "OPUS", 48000), ("OGG", "OPUS", 16000)]
+
+
+def lossy_audio(container: str, subtype: str, rate: int, channels: int,
+                seconds: float = 1.5) -> tuple[bytes, np.ndarray]:
+    """A tone encoded by soundfile, and the tone."""
+    t = np.arange(int(rate * seconds))[:, None] / rate
+    tone = (0.2 * np.sin(2 * np.pi * 440 * t * np.arange(1, channels + 1))).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, tone, rate, format=container, subtype=subtype)
+    return buffer.getvalue(), tone
+
+
+@pytest.mark.parametrize("container, subtype, rate", LOSSY)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mp3_and_ogg_are_decoded_and_come_back_in_their_format(pool, container, subtype, rate,
+                                                               channels):
+    data, tone = lossy_audio(container, subtype, rate, channels)
+    decoded = decode_audio(data)
+    assert decoded.format == AudioFormat(container, subtype)
+    assert decoded.format.media_type == MEDIA_TYPES[container]
+    assert (decoded.sample_rate, decoded.channels) == (rate, channels)
+    assert decoded.samples.shape[0] == len(tone) and decoded.samples.dtype == np.float32
+    enhanced = pool.enhance(decoded.samples, rate)
+    encoded, clipped = encode_audio(enhanced, rate, decoded.format)
+    assert clipped == 0  # like float formats, lossy ones keep values above full scale
+    info = sf.info(io.BytesIO(encoded))
+    assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == (
+        container, subtype, rate, channels, len(tone))
+    again = decode_audio(encoded)
+    # Encoded twice, lossily: 3 × the tone, give or take the codec.
+    core = slice(len(tone) // 5, -len(tone) // 5)
+    error = again.samples[core] - 3 * decoded.samples[core]
+    assert np.sqrt(np.mean(error**2)) < 0.2 * np.sqrt(np.mean((3 * decoded.samples) ** 2))
+
+
+def test_lossy_formats_are_listed_everywhere():
+    for name in ("MP3", "Ogg Vorbis", "Ogg Opus"):
+        assert name in SUPPORTED_FORMATS_TEXT
+    assert {".mp3", ".ogg", ".opus"} <= AUDIO_SUFFIXES
+    assert MEDIA_TYPES["MP3"] == "audio/mpeg" and MEDIA_TYPES["OGG"] == "audio/ogg"
+
+
+def test_an_mp3_without_a_length_header_is_refused_not_cut_short():
+    # libsndfile takes an MP3's length from its Xing/Info frame, or guesses it (badly)
+    # and stops there; the frames themselves say how long it is.
+    data, _ = lossy_audio("MP3", "MPEG_LAYER_III", 48000, 1, seconds=10)
+    # The first frame (MPEG-1 layer III at 48 kHz) holds the Xing/Info header: drop it.
+    bitrate = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)[data[2] >> 4]
+    first_frame = 144 * bitrate * 1000 // 48000 + ((data[2] >> 1) & 1)
+    assert b"Xing" in data[:first_frame] or b"Info" in data[:first_frame]
+    with pytest.raises(InvalidAudio, match=r"the MP3 data holds about 4[0-9]{5} samples per "
+                                           r"channel, but libsndfile decodes only [0-9]+: it "
+                                           r"has no Xing/Info header"):
+        decode_audio(data[first_frame:])
+
+
+@pytest.mark.parametrize("data, name", [
+    (b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + b"\x00" * 200, "M4A/MP4"),
+    (b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200, "M4A/MP4"),
+    (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81" + b"\x00" * 200, "WebM/Matroska"),
+    (b"FORM\x00\x00\x00\x10AIFF" + b"\x00" * 200, "AIFF"),
+])
+def test_other_containers_are_named_not_read_as_headerless(data, name):
+    with pytest.raises(UnsupportedFormat, match=f"^{name} audio is not supported; supported "
+                                                f"formats: WAV"):
+        decode_audio(data, "f32le", 48000)
+
+
+def adts_frames(count: int = 4, length: int = 200) -> bytes:
+    """Raw AAC: ADTS headers (sync, MPEG-4, layer 0, no CRC, 44.1 kHz, stereo) and filler."""
+    header = bytes([0xFF, 0xF1, 0x50, 0x80 | (length >> 11), (length >> 3) & 0xFF,
+                    ((length & 7) << 5) | 0x1F, 0xFC])
+    return (header + b"\x00" * (length - len(header))) * count
+
+
+def test_raw_aac_is_named():
+    with pytest.raises(UnsupportedFormat, match=r"^AAC \(ADTS\) audio is not supported"):
+        decode_audio(adts_frames(), "s16le", 48000)
+
+
+def test_headerless_samples_that_start_like_an_mpeg_frame_are_still_headerless():
+    # 0xFFFB is an MPEG-1 layer III sync word; a single one is not a stream.
+    for seed in range(200):
+        samples = np.random.default_rng(seed).integers(-3000, 3000, 4000).astype("<i2")
+        data = b"\xff\xfb" + samples.tobytes()[2:]
+        decoded = decode_audio(data, "s16le", 16000)
+        assert decoded.format == AudioFormat("raw", "s16le")
+        assert decoded.samples.shape == (4000,)
+
+
+def wav_with_bits(bits: int) -> bytes:
+    """A 16-bit PCM WAV whose header then says ``bits`` bits per sample."""
+    data = bytearray(make_audio("WAV", "PCM_16", 16000, 1))
+    fmt = data.find(b"fmt ")
+    data[fmt + 8 + 14:fmt + 8 + 16] = bits.to_bytes(2, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("bits", [7, 12, 0, 8, 24])
+def test_a_wav_header_that_disagrees_with_its_block_size_is_refused(bits):
+    # libsndfile reads a 7-bit header over 16-bit data as 8-bit noise.
+    with pytest.raises(InvalidAudio, match=f"the WAV header is inconsistent: {bits} bits per "
+                                           f"sample and a block of 2 bytes"):
+        decode_audio(wav_with_bits(bits))
+    assert decode_audio(wav_with_bits(16)).format == AudioFormat("WAV", "PCM_16")
+
+
+def test_probe_reads_the_header_only():
+    data = make_audio("FLAC", "PCM_24", 44100, 2, seconds=2)
+    info = probe_audio(data)
+    assert (info.format, info.sample_rate, info.channels, info.frames) == (
+        AudioFormat("FLAC", "PCM_24"), 44100, 2, 88200)
+    assert info.seconds == 2
+    raw = probe_audio(b"\x00" * 3200, "s16le", 16000)
+    assert (raw.format, raw.frames, raw.channels, raw.seconds) == (
+        AudioFormat("raw", "s16le"), 1600, 1, 0.1)
+
+
+@pytest.mark.parametrize("container, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_24"),
+                                                ("OGG", "VORBIS"), ("raw", "s16le")])
+def test_writing_in_blocks_equals_encoding_at_once(tmp_path, container, subtype):
+    samples = (np.random.default_rng(2).standard_normal((30_000, 2 if container != "raw" else 1))
+               * 0.5).astype(np.float32)
+    if container == "raw":
+        samples = samples[:, 0]
+    fmt = AudioFormat(container, subtype)
+    whole, clipped = encode_audio(samples, 16000, fmt)
+    with open(tmp_path / "blocks", "w+b") as f:
+        with AudioWriter(f, fmt, 16000, 1 if samples.ndim == 1 else 2) as writer:
+            for start in range(0, len(samples), 7000):
+                writer.write(samples[start:start + 7000])
+        assert writer.clipped == clipped
+    written = (tmp_path / "blocks").read_bytes()
+    if container == "OGG":  # Vorbis packets depend on how the encoder was fed
+        assert sf.info(io.BytesIO(written)).frames == len(samples)
+    else:
+        assert written == whole
