@@ -16,6 +16,7 @@ import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,15 +28,20 @@ from audio_manipulations import (
 )
 from enhancer.backend import Backend, Priority, Progress
 from enhancer.errors import EnhancerClosed, InvalidAudio
-from enhancer.framing import ChannelFrames
 from enhancer.inline import InlineBackend
 from enhancer.model_card import framing_for, load_card
 from enhancer.model_runner import ModelRunner
 from enhancer.pool import DEFAULT_MIN_BLOCK_DEADLINE_S, WorkerPool
+from enhancer.segments import ChannelJob, Job
 
-# Samples per block sent to a worker: big enough that the pipe and wake-up costs vanish,
-# small enough that a long request is spread over every worker and interleaved with others.
-BLOCK_SAMPLES = 32 * 1024
+if TYPE_CHECKING:
+    from enhancer.ray_backend import RayOptions
+    from enhancer.streaming import EnhancerStream
+
+# The largest segment sent to a worker, in samples at the model's rate (the worker's shared
+# memory holds one): large, so pipe and wake-up costs vanish; a request is cut smaller when
+# that spreads it over every worker.
+MAX_SEGMENT_SAMPLES = 256 * 1024
 
 
 class AudioEnhancer:
@@ -54,12 +60,20 @@ class AudioEnhancer:
         Interpreter threads in each worker.
     model_sample_rate : int
         The rate the model runs at if it has no model card (a card's rate wins).
-    frames_per_block : int, optional
-        Frames per block sent to a worker (default: about ``BLOCK_SAMPLES`` samples' worth).
+    max_segment_frames : int, optional
+        The most frames sent to a worker at once (default: about ``MAX_SEGMENT_SAMPLES``
+        samples' worth).
     min_block_deadline_s : float
         The watchdog's floor: a worker that holds a block longer than this plus 50 times the
         block's expected run time (the model's speed is measured) is killed and replaced, and
         the block runs once more on another worker.
+    backend : str
+        ``"local"`` (the default): worker processes on this machine, or inline with
+        ``num_processes=0``. ``"ray"``: replicas of a Ray Serve deployment, on any machine of
+        a Ray cluster (:mod:`enhancer.ray_backend`; ``num_processes`` is then unused).
+    ray_options : RayOptions, optional
+        The cluster and the deployment's shape for ``backend="ray"`` (default: a local
+        cluster, one replica).
 
     Use it as a context manager, or call :meth:`close`; workers are also stopped when the
     parent exits, and exit by themselves if the parent dies.
@@ -67,8 +81,11 @@ class AudioEnhancer:
 
     def __init__(self, model_path: str | Path, num_processes: int | None = None,
                  num_threads: int = 1, model_sample_rate: int = 48000,
-                 frames_per_block: int | None = None,
-                 min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S) -> None:
+                 max_segment_frames: int | None = None,
+                 min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S,
+                 backend: str = "local", ray_options: RayOptions | None = None) -> None:
+        if backend not in ("local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
         if num_processes is None:
             num_processes = os.cpu_count() or 1
         if isinstance(num_processes, bool) or not isinstance(num_processes, int):
@@ -87,23 +104,29 @@ class AudioEnhancer:
         self.card = load_card(self.model_path, model_sample_rate)
         self.framing = framing_for(self.card, self.frame_length)
         self.model_sample_rate = self.card.sample_rate
-        if frames_per_block is None:
-            frames_per_block = max(1, BLOCK_SAMPLES // self.frame_length)
-        if frames_per_block < 1:
-            raise ValueError(f"frames_per_block must be positive, got {frames_per_block}")
-        self.frames_per_block = frames_per_block
+        if max_segment_frames is None:
+            max_segment_frames = max(1, MAX_SEGMENT_SAMPLES // self.framing.hop_length)
+        if max_segment_frames < 1:
+            raise ValueError(f"max_segment_frames must be positive, got {max_segment_frames}")
+        self.max_segment_frames = max_segment_frames
 
         self._active_ids: set[str] = set()
         self._ids_lock = threading.Lock()
         self._closed = False
         self.backend: Backend
-        if num_processes == 0:
-            self.backend = InlineBackend(runner, frames_per_block)
+        if backend == "ray":
+            from enhancer.ray_backend import RayOptions, RayServeBackend
+
+            del runner
+            self.backend = RayServeBackend(self.model_path, self.card.name, self.framing,
+                                           ray_options or RayOptions())
+        elif num_processes == 0:
+            self.backend = InlineBackend(runner, self.framing, max_segment_frames)
         else:
-            seconds_per_frame = _measure_speed(runner, frames_per_block)
+            seconds_per_frame = _measure_speed(runner, min(max_segment_frames, 64))
             del runner
             self.backend = WorkerPool(self.model_path, num_processes, num_threads,
-                                      self.frame_length, frames_per_block, seconds_per_frame,
+                                      self.framing, max_segment_frames, seconds_per_frame,
                                       min_block_deadline_s)
 
     def __enter__(self) -> AudioEnhancer:
@@ -152,23 +175,23 @@ class AudioEnhancer:
         called with the number of frames just finished, from the collector thread. Float32
         audio is read in place, not copied: leave it unchanged until the future is done.
         """
-        frames, frames_future = self._run([self._check_mono(audio)], session_id, progress)
+        job_future = self._run([self._check_mono(audio)], session_id, progress)
         result: Future[np.ndarray] = Future()
 
-        def join(done: Future[np.ndarray]) -> None:
+        def join(done: Future[Job]) -> None:
             if done.cancelled():
                 result.cancel()
             elif done.exception() is not None:
                 result.set_exception(done.exception())
             else:
                 try:
-                    result.set_result(self._join(frames, done.result())[0])
+                    result.set_result(self._join(done.result())[0])
                 except Exception as exc:  # fails this request only
                     result.set_exception(exc)
 
-        frames_future.add_done_callback(join)
-        # Cancelling the result drops the frames not yet run.
-        result.add_done_callback(lambda r: r.cancelled() and frames_future.cancel())
+        job_future.add_done_callback(join)
+        # Cancelling the result drops the segments not yet run.
+        result.add_done_callback(lambda r: r.cancelled() and job_future.cancel())
         return result
 
     def enhance_audio(self, audio: np.ndarray, session_id: str | None = None,
@@ -185,43 +208,63 @@ class AudioEnhancer:
         TimeoutError
             No result within ``timeout`` seconds; the session is cancelled.
         """
-        frames, future = self._run([self._check_mono(audio)], session_id, progress)
-        (processed,) = _results([future], timeout)
-        return self._join(frames, processed)[0]
+        future = self._run([self._check_mono(audio)], session_id, progress)
+        (job,) = _results([future], timeout)
+        return self._join(job)[0]
 
     async def enhance_audio_async(self, audio: np.ndarray, session_id: str | None = None,
                                   timeout: float | None = None,
                                   progress: Progress | None = None) -> np.ndarray:
         """Awaitable :meth:`enhance_audio`: the event loop stays free while the model runs."""
         mono = self._check_mono(audio)
-        frames, future = await asyncio.to_thread(self._run, [mono], session_id, progress)
-        processed = await _await(future, timeout)
-        return (await asyncio.to_thread(self._join, frames, processed))[0]
+        future = await asyncio.to_thread(self._run, [mono], session_id, progress)
+        job = await _await(future, timeout)
+        return (await asyncio.to_thread(self._join, job))[0]
 
     # ----------------------------------------------------------------- any rate, any channels
 
     def enhance(self, audio: np.ndarray, sample_rate: int, timeout: float | None = None,
-                progress: Progress | None = None) -> np.ndarray:
+                progress: Progress | None = None,
+                atten_lim_db: float | None = None) -> np.ndarray:
         """Enhance ``audio`` (``[n]`` or ``[n, channels]``) recorded at ``sample_rate``.
 
         Resamples to the model's rate and back; every channel is enhanced on its own. The
-        result has the input's shape and rate.
+        result has the input's shape and rate. ``atten_lim_db`` limits how much the result
+        may attenuate anything (see :func:`limit_attenuation`); ``None``: no limit.
         """
+        lim = attenuation_floor(atten_lim_db)
         channels = self._to_model_rate(audio, sample_rate)
-        frames, future = self._run(channels, None, progress)
-        (processed,) = _results([future], timeout)
-        return self._from_model_rate(self._join(frames, processed), audio, sample_rate)
+        future = self._run(channels, None, progress)
+        (job,) = _results([future], timeout)
+        enhanced = self._from_model_rate(self._join(job), audio, sample_rate)
+        return limit_attenuation(audio, enhanced, lim)
 
     async def enhance_async(self, audio: np.ndarray, sample_rate: int,
                             timeout: float | None = None,
-                            progress: Progress | None = None) -> np.ndarray:
+                            progress: Progress | None = None,
+                            atten_lim_db: float | None = None) -> np.ndarray:
         """Awaitable :meth:`enhance`; resampling and joining run in a thread, the model in
         the backend, so the event loop stays free."""
+        lim = attenuation_floor(atten_lim_db)
         channels = await asyncio.to_thread(self._to_model_rate, audio, sample_rate)
-        frames, future = await asyncio.to_thread(self._run, channels, None, progress)
-        processed = await _await(future, timeout)
-        joined = await asyncio.to_thread(self._join, frames, processed)
-        return await asyncio.to_thread(self._from_model_rate, joined, audio, sample_rate)
+        future = await asyncio.to_thread(self._run, channels, None, progress)
+        job = await _await(future, timeout)
+        joined = await asyncio.to_thread(self._join, job)
+        enhanced = await asyncio.to_thread(self._from_model_rate, joined, audio, sample_rate)
+        return await asyncio.to_thread(limit_attenuation, audio, enhanced, lim)
+
+    def open_stream(self, sample_rate: int, channels: int = 1,
+                    atten_lim_db: float | None = None) -> EnhancerStream:
+        """A stream at ``sample_rate``: push chunks as they come, get enhanced audio back.
+
+        Its concatenated output equals :meth:`enhance` on the whole audio; see
+        :mod:`enhancer.streaming`.
+        """
+        from enhancer.streaming import EnhancerStream
+
+        if self._closed:
+            raise EnhancerClosed("the enhancer is closed")
+        return EnhancerStream(self, sample_rate, channels, atten_lim_db)
 
     def close(self) -> None:
         """Stop the workers; unfinished requests fail with ``EnhancerClosed``."""
@@ -239,11 +282,10 @@ class AudioEnhancer:
         return audio
 
     def _run(self, channels: list[np.ndarray], session_id: str | None,
-             progress: Progress | None, priority: Priority = Priority.FILE,
-             ) -> tuple[ChannelFrames, Future[np.ndarray]]:
-        """Frame 1-D channels at the model's rate and queue them as one session.
+             progress: Progress | None, priority: Priority = Priority.FILE) -> Future[Job]:
+        """Queue 1-D channels at the model's rate as one job; the future completes with it.
 
-        The future gets every channel's processed frames, one channel after another.
+        Float32 channels are read in place, not copied: they must not change meanwhile.
         """
         if self._closed:
             raise EnhancerClosed("the enhancer is closed")
@@ -252,19 +294,20 @@ class AudioEnhancer:
             if session_id in self._active_ids:
                 raise ValueError(f"session_id {session_id!r} is already in use")
             self._active_ids.add(session_id)
-        frames = ChannelFrames([self.framing.split(channel) for channel in channels])
-        if frames.num_frames == 0:
-            future: Future[np.ndarray] = Future()
-            future.set_result(np.zeros((0, self.frame_length), np.float32))
+        job = Job([ChannelJob.offline(self.framing, np.asarray(c, np.float32))
+                   for c in channels])
+        if job.num_frames == 0:
+            future: Future[Job] = Future()
+            future.set_result(job)
         else:
-            future = self.backend.run(frames, session_id, progress, priority)
+            future = self.backend.run(job, session_id, progress, priority)
         future.add_done_callback(lambda _: self._forget(session_id))
-        return frames, future
+        return future
 
-    def _join(self, frames: ChannelFrames, processed: np.ndarray) -> list[np.ndarray]:
-        """Overlap-add each channel's processed frames back into its samples."""
-        return [self.framing.join(part, channel.num_samples)
-                for part, channel in zip(frames.split(processed), frames.channels, strict=True)]
+    @staticmethod
+    def _join(job: Job) -> list[np.ndarray]:
+        """Each channel's samples: the segments' results, joined where they meet."""
+        return [channel.finish(channel.samples.shape[0]) for channel in job.channels]
 
     def _forget(self, session_id: str) -> None:
         with self._ids_lock:
@@ -284,7 +327,7 @@ class AudioEnhancer:
         return fit_length(restored, original.shape[0])
 
 
-def _results(futures: list[Future[np.ndarray]], timeout: float | None) -> list[np.ndarray]:
+def _results(futures: list[Future[Job]], timeout: float | None) -> list[Job]:
     """Wait for every future; on any error or timeout cancel them all and raise it."""
     try:
         return [future.result(timeout) for future in futures]
@@ -303,10 +346,39 @@ def _measure_speed(runner: ModelRunner, frames_per_block: int) -> float:
     return (time.perf_counter() - started) / frames_per_block
 
 
-async def _await(future: Future[np.ndarray], timeout: float | None) -> np.ndarray:
+async def _await(future: Future[Job], timeout: float | None) -> Job:
     """Await a backend's future; on a timeout or cancellation, cancel it too."""
     try:
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
     except BaseException:
         future.cancel()
         raise
+
+
+MAX_ATTEN_LIM_DB = 100.0
+
+
+def attenuation_floor(atten_lim_db: float | None) -> float | None:
+    """The gain floor for ``atten_lim_db`` dB (``None``: no limit); checks the value."""
+    if atten_lim_db is None:
+        return None
+    if isinstance(atten_lim_db, bool) or not isinstance(atten_lim_db, int | float) or not (
+            0 <= atten_lim_db <= MAX_ATTEN_LIM_DB):
+        raise InvalidAudio(f"atten_lim_db must be a number of dB from 0 to "
+                           f"{MAX_ATTEN_LIM_DB:g}, got {atten_lim_db!r}")
+    return float(10 ** (-atten_lim_db / 20))
+
+
+def limit_attenuation(original: np.ndarray, enhanced: np.ndarray,
+                      floor: float | None) -> np.ndarray:
+    """Mix ``floor`` of the original back in, as DeepFilterNet's ``atten_lim_db`` does.
+
+    For a model whose effect is a gain between 0 and 1 per frequency (a mask), the result's
+    gain is then never below ``floor``: where the model removes everything, exactly
+    ``atten_lim_db`` of attenuation is left; where it keeps everything, nothing changes.
+    """
+    if floor is None:
+        return enhanced
+    mixed = np.float32(floor) * original.astype(np.float32, copy=False)
+    mixed += np.float32(1 - floor) * enhanced
+    return mixed

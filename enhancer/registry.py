@@ -7,17 +7,21 @@ together.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from enhancer.enhancer import AudioEnhancer
 from enhancer.errors import ModelError, UnknownModel
 from enhancer.model_card import card_path_for
+
+if TYPE_CHECKING:
+    from enhancer.settings import Settings
 
 
 class ModelRegistry:
     """Name → running ``AudioEnhancer``; names come from model cards (or the file's stem)."""
 
     def __init__(self, default_model: Path, models_dir: Path, num_processes: int,
-                 default_sample_rate: int) -> None:
+                 default_sample_rate: int, **options: Any) -> None:
         self.enhancers: dict[str, AudioEnhancer] = {}
         paths = [default_model]
         if models_dir.is_dir():
@@ -27,7 +31,7 @@ class ModelRegistry:
         try:
             for path in paths:
                 enhancer = AudioEnhancer(path, num_processes,
-                                         model_sample_rate=default_sample_rate)
+                                         model_sample_rate=default_sample_rate, **options)
                 if enhancer.card.name in self.enhancers:
                     enhancer.close()
                     raise ModelError(f"two models are named {enhancer.card.name!r}: "
@@ -38,6 +42,14 @@ class ModelRegistry:
             self.close()
             raise
         self.default_name = next(iter(self.enhancers))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
+        """Every model the settings ask for, each on its own pool."""
+        return cls(settings.model_path, settings.models_dir, settings.NUM_PROCESSES,
+                   settings.DESIRED_SAMPLE_RATE,
+                   min_block_deadline_s=settings.MIN_BLOCK_DEADLINE_S,
+                   backend=settings.BACKEND, ray_options=settings.ray_options)
 
     @property
     def default(self) -> AudioEnhancer:
@@ -72,6 +84,11 @@ class ModelRegistry:
     @property
     def worker_count(self) -> int:
         return sum(len(e.worker_pids) for e in self.enhancers.values())
+
+    @property
+    def pending_sessions(self) -> int:
+        """Sessions queued or running in every pool; 0 when nothing is left behind."""
+        return sum(e.pending_sessions for e in self.enhancers.values())
 
     @property
     def worker_restarts(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -63,3 +65,46 @@ def test_no_clicks_at_frame_edges(denoiser, noisy_speech):
     edges, elsewhere = jumps[at_edge], jumps[~at_edge]
     assert edges.max() <= 1.2 * elsewhere.max()
     assert np.median(edges) <= 1.2 * np.median(elsewhere)
+
+
+def band_levels_db(audio: np.ndarray, rate: int = 48000, bands: int = 12) -> np.ndarray:
+    """Energy in log-spaced bands from 100 Hz to 20 kHz, dB."""
+    spectrum = np.abs(np.fft.rfft(audio.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1 / rate)
+    edges = np.geomspace(100, 20000, bands + 1)
+    return np.array([10 * np.log10(spectrum[(freqs >= lo) & (freqs < hi)].sum() + 1e-20)
+                     for lo, hi in itertools.pairwise(edges)])
+
+
+@pytest.mark.parametrize("limit_db", [3.0, 6.0, 12.0])
+def test_the_strength_limit_never_attenuates_more_than_it_says(denoiser, limit_db):
+    noise = np.random.default_rng(9).standard_normal(48000 * 3).astype(np.float32) * 0.05
+    unlimited = denoiser.enhance(noise, 48000)
+    limited = denoiser.enhance(noise, 48000, atten_lim_db=limit_db)
+    before, free, held = (band_levels_db(x) for x in (noise, unlimited, limited))
+    assert (before - free).max() > limit_db + 3  # the model alone removes more than that
+    assert (before - held).max() <= limit_db + 0.1, before - held
+    # Where the model keeps everything, the limit changes nothing.
+    assert np.array_equal(denoiser.enhance(noise, 48000, atten_lim_db=0.0), noise)
+
+
+def test_a_strength_limit_is_checked(denoiser):
+    from enhancer.errors import InvalidAudio
+
+    for bad in (-1.0, 101.0, float("nan"), "3"):
+        with pytest.raises(InvalidAudio, match="atten_lim_db must be a number of dB from 0"):
+            denoiser.enhance(np.zeros(100, np.float32), 48000, atten_lim_db=bad)
+
+
+def test_a_stream_with_a_strength_limit_equals_the_whole_file(denoiser):
+    import asyncio
+
+    audio = np.random.default_rng(10).standard_normal(40_000).astype(np.float32) * 0.1
+
+    async def run() -> np.ndarray:
+        stream = denoiser.open_stream(44100, atten_lim_db=9.0)
+        parts = [await stream.push(audio[i:i + 333]) for i in range(0, len(audio), 333)]
+        return np.concatenate([*parts, await stream.finish()])[:, 0]
+
+    whole = denoiser.enhance(audio, 44100, atten_lim_db=9.0)
+    assert np.array_equal(asyncio.run(run()), whole)

@@ -1,0 +1,256 @@
+"""Live streams: the library's EnhancerStream and ``WebSocket /enhance/stream`` on a real server.
+
+The stream's output must equal the whole-file output, sample for sample, whatever the chunk
+size and rate; every bad input closes the stream with a code and a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from enhancer import AudioEnhancer
+from enhancer.client import StreamError, StreamSummary, stream_enhance, stream_enhance_sync
+from tests.helpers import DENOISER, LiveServer, random_audio, raw, same_bits, workers_of
+
+RATES = [16000, 44100, 48000]
+CHUNKS = [1, 7, 160, 441, 4800, "1 s"]
+
+
+@pytest.fixture(scope="module")
+def denoiser() -> AudioEnhancer:
+    with AudioEnhancer(DENOISER, num_processes=2) as enhancer:
+        yield enhancer
+
+
+async def run_stream(enhancer: AudioEnhancer, audio: np.ndarray, rate: int,
+                     chunk: int) -> np.ndarray:
+    stream = enhancer.open_stream(rate, 1 if audio.ndim == 1 else audio.shape[1])
+    parts = [await stream.push(audio[i:i + chunk]) for i in range(0, len(audio), chunk)]
+    parts.append(await stream.finish())
+    out = np.concatenate(parts)
+    return out[:, 0] if audio.ndim == 1 else out
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("model", ["passthrough", "denoiser"])
+def test_a_stream_equals_the_whole_file_sample_for_sample(pool, denoiser, model, rate, chunk):
+    enhancer = pool if model == "passthrough" else denoiser
+    seconds = 0.1 if chunk == 1 else 1.3  # a sample at a time is slow to drive
+    audio = random_audio(int(rate * seconds) + 17, seed=rate)
+    size = rate if chunk == "1 s" else chunk
+    streamed = asyncio.run(run_stream(enhancer, audio, rate, size))
+    assert same_bits(streamed, enhancer.enhance(audio, rate))
+
+
+@pytest.mark.parametrize("model", ["passthrough", "denoiser"])
+def test_chunks_larger_than_a_segment_are_run_in_pieces_and_still_equal(pool, denoiser, model):
+    enhancer = pool if model == "passthrough" else denoiser
+    audio = random_audio(48000 * 16 + 5, seed=8)
+    chunk = 48000 * 7  # more frames than one worker's arena holds
+    assert chunk // enhancer.framing.hop_length > enhancer.max_segment_frames
+    streamed = asyncio.run(run_stream(enhancer, audio, 48000, chunk))
+    assert same_bits(streamed, enhancer.enhance(audio, 48000))
+
+
+def test_a_stereo_stream_equals_the_whole_file(denoiser):
+    audio = np.stack([random_audio(30_000, seed=1), random_audio(30_000, seed=2)], axis=1)
+    streamed = asyncio.run(run_stream(denoiser, audio, 44100, 777))
+    assert same_bits(streamed, denoiser.enhance(audio, 44100))
+
+
+def test_output_never_runs_ahead_of_input_and_flows_as_it_comes(denoiser):
+    async def check() -> None:
+        stream = denoiser.open_stream(48000)
+        ready = 0
+        for i in range(100):  # 10 ms chunks
+            ready += len(await stream.push(random_audio(480, seed=i)))
+            assert ready <= (i + 1) * 480
+        assert ready >= 100 * 480 - 2 * 1024  # at most the frame's latency behind
+        assert ready + len(await stream.finish()) == 100 * 480
+
+    asyncio.run(check())
+
+
+# ------------------------------------------------------------------ over the network
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> LiveServer:
+    models = tmp_path_factory.mktemp("models")
+    (models / "denoiser_48k.tflite").write_bytes(DENOISER.read_bytes())
+    (models / "denoiser_48k.json").write_bytes(DENOISER.with_suffix(".json").read_bytes())
+    with LiveServer(MODELS_DIR=str(models), MAX_STREAMS="20",
+                    STREAM_IDLE_TIMEOUT_S="2") as running:
+        yield running
+
+
+def ws_url(server: LiveServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/enhance/stream"
+
+
+def test_over_the_network_a_stream_equals_post_enhance(server):
+    for rate, chunk, model in [(16000, 1, "denoiser_48k"), (44100, 441, "denoiser_48k"),
+                               (48000, 4800, "passthrough_model_lite")]:
+        audio = random_audio(rate // 5 + 3, seed=chunk)
+        summary = StreamSummary()
+        streamed = np.concatenate(list(stream_enhance_sync(
+            ws_url(server), (audio[i:i + chunk] for i in range(0, len(audio), chunk)),
+            sample_rate=rate, model=model, summary=summary)))
+        whole = httpx.post(f"{server.url}/enhance", files={"file": ("a.raw", raw(audio))},
+                           data={"sample_rate": str(rate), "model": model}, timeout=60)
+        assert whole.status_code == 200
+        assert streamed.tobytes() == whole.content
+        assert summary.samples_in == summary.samples_out == len(audio)
+        assert summary.latency_ms is not None and summary.latency_ms["p99"] > 0
+
+
+def test_16_concurrent_streams_each_get_their_own_audio_back(server):
+    async def one(index: int) -> bool:
+        audio = random_audio(48000, seed=100 + index)
+        chunks = [audio[i:i + 480] for i in range(0, len(audio), 480)]
+        parts = [part async for part in stream_enhance(
+            ws_url(server), chunks, 48000, model="passthrough_model_lite")]
+        return same_bits(np.concatenate(parts), audio * np.float32(3))
+
+    async def all_of_them() -> list[bool]:
+        return await asyncio.gather(*(one(i) for i in range(16)))
+
+    assert all(asyncio.run(all_of_them()))
+
+
+def metric(server: LiveServer, name: str) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} metric")
+
+
+def test_a_client_that_leaves_mid_stream_leaves_nothing_behind(server):
+    with connect(ws_url(server) + "?sample_rate=48000&model=denoiser_48k") as websocket:
+        websocket.recv()
+        for i in range(20):
+            websocket.send(raw(random_audio(4800, seed=i)))
+    deadline = time.monotonic() + 10
+    while (metric(server, "enhance_pool_sessions") != 0
+           or metric(server, "enhance_active_streams") != 0):
+        assert time.monotonic() < deadline, "the stream left state behind"
+        time.sleep(0.1)
+
+
+def close_of(server: LiveServer, query: str, messages: tuple[bytes | str, ...] = (),
+             headers: dict | None = None) -> tuple[int | None, str | None]:
+    """Open a stream, send ``messages``, and return how the server closed it."""
+    with connect(ws_url(server) + query, additional_headers=headers) as websocket:
+        try:
+            for message in messages:
+                websocket.send(message)
+            while True:
+                websocket.recv(timeout=10)
+        except Exception:  # the close arrives as ConnectionClosed
+            pass
+        return websocket.close_code, websocket.close_reason
+
+
+@pytest.mark.parametrize("query, messages, code, reason", [
+    ("?sample_rate=48000&model=nope", (), 4404, "unknown model 'nope'"),
+    ("?sample_rate=7999", (), 4400, "sample_rate must be between 8000 and 192000"),
+    ("?sample_rate=fast", (), 4400, "sample_rate and channels must be integers"),
+    ("", (), 4400, "sample_rate is required"),
+    ("?sample_rate=48000&encoding=mp3", (), 4415, "encoding must be one of f32le, s16le"),
+    ("?sample_rate=48000&channels=0", (), 4400, "channels must be 1 to 8"),
+    ("?sample_rate=48000&volume=11", (), 4400, "unknown parameter 'volume'"),
+    ("?sample_rate=48000&atten_lim_db=-3", (), 4400, "atten_lim_db must be a number of dB"),
+    ("?sample_rate=48000", (b"\x00" * 7,), 4422, "7 bytes is not a whole number of 1-channel"),
+    ("?sample_rate=48000&channels=2", (b"\x00" * 12,), 4422, "of 2-channel f32le frames"),
+    ("?sample_rate=48000", (np.array([0.1, np.nan], "<f4").tobytes(),), 4422, "NaN"),
+    ("?sample_rate=48000", (np.array([np.inf], "<f4").tobytes(),), 4422, "infinite"),
+    ("?sample_rate=48000", ("stop please",), 4400, 'text messages must be {"type": "end"}'),
+    ("?sample_rate=48000", (), 4408, "nothing received for 2 s"),
+])
+def test_bad_streams_are_closed_with_a_code_and_reason_then_a_good_one_works(
+        server, query, messages, code, reason):
+    got_code, got_reason = close_of(server, query, messages)
+    assert got_code == code and reason in (got_reason or ""), (got_code, got_reason)
+    audio = random_audio(1000, seed=3)
+    out = np.concatenate(list(stream_enhance_sync(ws_url(server), [audio], 48000,
+                                                  model="passthrough_model_lite")))
+    assert same_bits(out, audio * np.float32(3))
+
+
+def test_a_message_over_the_size_limit_closes_with_1009(tmp_path):
+    with LiveServer(MODELS_DIR=str(tmp_path), MAX_STREAM_MESSAGE_KB="4") as server:
+        code, _ = close_of(server, "?sample_rate=48000", (b"\x00" * 8192,))
+        assert code == 1009
+        server.assert_serves()
+
+
+def test_the_key_and_the_stream_limit_are_enforced(tmp_path):
+    with LiveServer(MODELS_DIR=str(tmp_path), API_KEY="k3y", MAX_STREAMS="1") as server:
+        assert close_of(server, "?sample_rate=48000")[0] == 4401
+        assert close_of(server, "?sample_rate=48000&api_key=nope")[0] == 4401
+        with connect(ws_url(server) + "?sample_rate=48000&api_key=k3y") as first:
+            assert json.loads(first.recv())["type"] == "ready"
+            code, reason = close_of(server, "?sample_rate=48000",
+                                    headers={"X-API-Key": "k3y"})
+            assert code == 1013 and "MAX_STREAMS=1" in (reason or "")
+        audio = random_audio(2000, seed=4)
+        out = np.concatenate(list(stream_enhance_sync(ws_url(server), [audio], 48000,
+                                                      api_key="k3y")))
+        assert same_bits(out, audio * np.float32(3))
+
+
+def test_a_worker_killed_mid_stream_ends_only_its_stream_with_a_reason(tmp_path):
+    with LiveServer(MODELS_DIR=str(tmp_path), NUM_PROCESSES="1",
+                    MIN_BLOCK_DEADLINE_S="60") as server:
+        (worker,) = workers_of(server.process.pid)
+        result: dict = {}
+
+        def doomed() -> None:
+            try:
+                list(stream_enhance_sync(ws_url(server), [random_audio(48000, seed=5)], 48000))
+            except StreamError as exc:
+                result["error"] = exc
+
+        os.kill(worker, signal.SIGSTOP)  # it will hold the stream's chunk
+        thread = threading.Thread(target=doomed)
+        thread.start()
+        time.sleep(1)
+        os.kill(worker, signal.SIGKILL)
+        thread.join(30)
+        error = result["error"]
+        assert error.code == 1011 and f"worker process {worker} was killed by SIGKILL" in (
+            error.reason)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{server.url}/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        audio = random_audio(4800, seed=6)
+        out = np.concatenate(list(stream_enhance_sync(ws_url(server), [audio], 48000)))
+        assert same_bits(out, audio * np.float32(3))
+
+
+def test_the_client_reports_the_server_close(server):
+    with pytest.raises(StreamError, match="4404") as caught:
+        list(stream_enhance_sync(ws_url(server), [np.zeros(10, np.float32)], 48000,
+                                 model="nope"))
+    assert caught.value.code == 4404 and "unknown model" in caught.value.reason
+
+
+def test_a_stream_lasts_longer_than_the_header_timeout(tmp_path):
+    with LiveServer(MODELS_DIR=str(tmp_path), HEADER_TIMEOUT_S="1") as server:
+        audio = random_audio(48000 * 2, seed=7)
+        chunks = [audio[i:i + 4800] for i in range(0, len(audio), 4800)]
+        out = np.concatenate(list(stream_enhance_sync(ws_url(server), chunks, 48000,
+                                                      realtime=True)))  # 2 s
+        assert same_bits(out, audio * np.float32(3))
