@@ -19,8 +19,15 @@ from enhancer.errors import EnhancerError
 from enhancer.registry import ModelRegistry
 from enhancer.settings import Settings, load_settings
 from service.deps import require_api_key
-from service.middleware import EnhanceLimits, Metrics, MetricsMiddleware, error_response
-from service.routes import STATIC_DIR, enhance_router, router
+from service.middleware import (
+    EnhanceLimits,
+    InflightMemory,
+    Metrics,
+    MetricsMiddleware,
+    error_response,
+)
+from service.routes import STATIC_DIR, keyed_router, router
+from service.streams import StreamCount, stream_router
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own start-up lines
 
@@ -36,8 +43,7 @@ def _swagger_static_dir() -> Path:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start a worker pool per served model; close them all when the server stops."""
     settings: Settings = app.state.settings
-    models = await asyncio.to_thread(ModelRegistry, settings.model_path, settings.models_dir,
-                                     settings.NUM_PROCESSES, settings.DESIRED_SAMPLE_RATE)
+    models = await asyncio.to_thread(ModelRegistry.from_settings, settings)
     app.state.models = models
     app.openapi_schema = None  # rebuilt with the served models as the `model` choices
     base = f"http://{settings.APP_INTERFACE}:{settings.APP_PORT}"
@@ -59,14 +65,19 @@ def _openapi_with_served_models(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     schema = FastAPI.openapi(app)
     models: ModelRegistry | None = getattr(app.state, "models", None)
-    if models is None:
-        app.openapi_schema = None  # not started yet: describe without the choices, cache later
-        return schema
     for component in schema.get("components", {}).get("schemas", {}).values():
-        field = component.get("properties", {}).get("model")
-        if field is not None and "anyOf" in field:
+        properties = component.get("properties", {})
+        if "file" in properties:
+            # Optional in the code only because the audio may come as the raw body instead.
+            component["required"] = ["file"]
+            properties["file"].pop("anyOf", None)
+            properties["file"].update(type="string", format="binary")
+        field = properties.get("model")
+        if models is not None and field is not None and "anyOf" in field:
             field.pop("anyOf")
             field.update(type="string", enum=models.names, default=models.default_name)
+    if models is None:
+        app.openapi_schema = None  # not started yet: describe without the choices, cache later
     return schema
 
 
@@ -79,14 +90,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="Enhance speech with a TFLite model. Upload WAV, FLAC or headerless "
                     "samples to `POST /enhance` and get the enhanced audio back in the same "
-                    "format, rate, channels and length. Try it in a browser at `/`.",
+                    "format, rate, channels and length. Try it in a browser at `/`.\n\n"
+                    "**Live streams**: `WebSocket /enhance/stream?sample_rate=48000&"
+                    "encoding=f32le&channels=1&model=NAME` (with an API key set, the "
+                    "`X-API-Key` header or the `api_key` query parameter). Send binary PCM "
+                    "chunks of any size; enhanced PCM comes back as each hop is ready; send "
+                    "the text `{\"type\": \"end\"}` to flush the tail and get a JSON "
+                    "summary. Close codes: 4400 bad parameter or message, 4401 key, 4404 "
+                    "unknown model, 4408 idle or not reading, 4415 encoding, 4422 bad data, "
+                    "1009 message too large, 1011 server error, 1013 too many streams.",
         lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     app.openapi = lambda: _openapi_with_served_models(app)  # type: ignore[method-assign]
-    app.add_middleware(EnhanceLimits, path="/enhance",
-                       max_bytes=int(settings.MAX_UPLOAD_MB * 1_000_000),
-                       max_pending=settings.MAX_PENDING_REQUESTS, metrics=metrics)
+    app.state.memory = memory = InflightMemory(int(settings.MAX_INFLIGHT_MB * 1_000_000))
+    app.add_middleware(EnhanceLimits, settings=settings, metrics=metrics, memory=memory)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(EnhancerError)
@@ -98,10 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         problems = "; ".join(f"{err['loc'][-1]}: {err['msg']}" for err in exc.errors())
         return JSONResponse({"detail": problems}, status_code=422)
 
-    # The key check (and its scheme in the OpenAPI schema) exists only when a key is set.
+    # The key is checked by EnhanceLimits before any body is read; the dependency puts its
+    # scheme in the OpenAPI schema, and only when a key is set.
     guard = [Depends(require_api_key)] if settings.API_KEY else []
-    app.include_router(enhance_router, dependencies=guard)
+    app.include_router(keyed_router, dependencies=guard)
     app.include_router(router)
+    app.include_router(stream_router)
+    app.state.streams = StreamCount()
     app.mount("/static/swagger", StaticFiles(directory=_swagger_static_dir()),
               name="swagger-static")
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

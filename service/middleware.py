@@ -1,20 +1,24 @@
-"""ASGI middleware of the service: upload and concurrency limits, and Prometheus metrics.
+"""ASGI middleware of the service: the API key, upload and concurrency limits, metrics.
 
-Both are plain ASGI so they act before FastAPI reads a body: an oversize or excess request is
-refused without buffering it.
+Plain ASGI, so they act before FastAPI reads a body: a request without the key, an oversize
+or a slow one is refused without buffering it or taking a slot.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
+from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enhancer.errors import EnhancerError, Overloaded, TooLarge
+from enhancer.settings import Settings
 from service.schemas import RETRY_AFTER_S, status_for
 
 
@@ -44,6 +48,15 @@ class Metrics:
         self.worker_restarts = Gauge("enhance_worker_restarts",
                                      "Worker processes replaced after dying",
                                      registry=self.registry)
+        self.pool_sessions = Gauge("enhance_pool_sessions",
+                                   "Sessions (requests or stream chunks) queued or running in "
+                                   "the worker pools", registry=self.registry)
+        self.active_streams = Gauge("enhance_active_streams", "Open /enhance/stream streams",
+                                    registry=self.registry)
+        self.stream_latency = Histogram(
+            "enhance_stream_chunk_seconds", "Time from a stream chunk's arrival to its "
+            "enhanced samples being sent", registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 1))
 
 
 class MetricsMiddleware:
@@ -74,52 +87,159 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
-class EnhanceLimits:
-    """Limit ``/enhance`` uploads to ``max_bytes`` and to ``max_pending`` at once.
+class InflightMemory:
+    """A budget of bytes that requests in flight may hold, so memory is bounded by a setting,
+    not by the request count. Used from the event loop only, so it needs no lock."""
 
-    The size is checked against ``Content-Length`` before reading, and counted while
-    reading, so a body that lies about (or omits) its length is cut off as soon as it
-    passes the limit.
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.held = 0
+
+    def reserve(self, amount: int) -> None:
+        """Take ``amount`` bytes, or raise ``Overloaded`` (503) if the budget has no room.
+
+        A request that could never fit (more than the whole budget) gets ``TooLarge`` (413).
+        """
+        if amount > self.limit:
+            raise TooLarge(f"enhancing this request needs about {amount / 1e6:.0f} MB, more than "
+                           f"MAX_INFLIGHT_MB={self.limit / 1e6:g}")
+        if self.held + amount > self.limit:
+            raise Overloaded(f"the service is busy: requests in flight hold "
+                             f"{self.held / 1e6:.0f} MB of its {self.limit / 1e6:g} MB; "
+                             f"retry later")
+        self.held += amount
+
+    def release(self, amount: int) -> None:
+        self.held -= amount
+
+
+class EnhanceLimits:
+    """Guard ``/enhance`` before FastAPI sees it: key, size, body pace, then a slot.
+
+    In that order, so a client without the key, or one that uploads slowly, costs nothing
+    but its connection: the key is checked before the body is read, and a request takes one
+    of ``max_pending`` slots only once its whole body has arrived. The size is checked against
+    ``Content-Length`` first and counted while reading, so a body that lies about (or omits)
+    its length is cut off as soon as it passes the limit. The body's bytes are held against
+    the in-flight memory budget while the request runs.
     """
 
-    def __init__(self, app: ASGIApp, path: str, max_bytes: int, max_pending: int,
-                 metrics: Metrics) -> None:
-        self.app, self.path = app, path
-        self.max_bytes, self.max_pending = max_bytes, max_pending
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics,
+                 memory: InflightMemory) -> None:
+        self.app = app
+        self.settings = settings
+        self.max_bytes = int(settings.MAX_UPLOAD_MB * 1_000_000)
         self.metrics = metrics
+        self.memory = memory
         self.pending = 0
 
     def _too_large(self) -> str:
         return f"the upload is larger than the limit of {self.max_bytes / 1e6:g} MB"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path:
+        path = scope.get("path")
+        # Streams check the key themselves, after accepting, so a browser sees why it failed.
+        if scope["type"] != "http" or path not in KEYED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        key = self.settings.API_KEY
+        if key and not key_matches(scope, key):
+            await JSONResponse({"detail": "a valid X-API-Key header is required"},
+                               status_code=401)(scope, receive, send)
+            return
+        if path != "/enhance":
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await error_response(TooLarge(self._too_large()))(scope, receive, send)
             return
-        if self.pending >= self.max_pending:
-            busy = Overloaded(f"the service is busy: {self.pending} requests are waiting; "
-                              f"retry later")
-            await error_response(busy)(scope, receive, send)
-            return
-        received = 0
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self._too_large())
-            return message
-
-        self.pending += 1
-        self.metrics.pending.set(self.pending)
+        held = 0
         try:
-            await self.app(scope, counted_receive, send)
-        finally:
-            self.pending -= 1
+            try:
+                chunks = []
+                async for chunk in self._body(receive):
+                    # Twice: the app holds the body once more while it joins or parses it.
+                    self.memory.reserve(2 * len(chunk))
+                    held += 2 * len(chunk)
+                    chunks.append(chunk)
+            except _ClientGone:
+                return
+            except (EnhancerError, HTTPException) as problem:
+                response = (error_response(problem) if isinstance(problem, EnhancerError)
+                            else JSONResponse({"detail": problem.detail},
+                                              status_code=problem.status_code))
+                await response(scope, receive, send)
+                return
+            if self.pending >= self.settings.MAX_PENDING_REQUESTS:
+                busy = Overloaded(f"the service is busy: {self.pending} requests are being "
+                                  f"enhanced; retry later")
+                await error_response(busy)(scope, receive, send)
+                return
+            self.pending += 1
             self.metrics.pending.set(self.pending)
+            try:
+                await self.app(scope, _replay(chunks, receive), send)
+            finally:
+                self.pending -= 1
+                self.metrics.pending.set(self.pending)
+        finally:
+            self.memory.release(held)
+
+    async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
+        """The body's chunks, each within BODY_TIMEOUT_S, at MIN_UPLOAD_KBPS on average."""
+        pause = self.settings.BODY_TIMEOUT_S
+        min_rate = self.settings.MIN_UPLOAD_KBPS * 1000
+        started = time.monotonic()
+        received = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), pause)
+            except TimeoutError:
+                raise HTTPException(408, f"the upload paused for more than {pause:g} s "
+                                         f"(BODY_TIMEOUT_S)") from None
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                raise TooLarge(self._too_large())
+            elapsed = time.monotonic() - started
+            if elapsed > pause and received < min_rate * elapsed:
+                raise HTTPException(408, f"the upload is slower than {min_rate / 1000:g} kB/s "
+                                         f"(MIN_UPLOAD_KBPS)")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+
+# The HTTP paths behind the API key when one is set (and /enhance/stream, which checks it).
+KEYED_PATHS = frozenset({"/enhance", "/metrics"})
+
+
+class _ClientGone(Exception):
+    """The client disconnected while sending its body."""
+
+
+def key_matches(scope: Scope, expected: str) -> bool:
+    """The key from the ``X-API-Key`` header or, for browsers' WebSockets (which cannot set
+    headers), the ``api_key`` query parameter."""
+    given = Headers(scope=scope).get("x-api-key")
+    if given is None and scope["type"] == "websocket":
+        given = QueryParams(scope.get("query_string", b"")).get("api_key")
+    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
+
+
+def _replay(chunks: list[bytes], receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body's chunks, letting go of each as it goes,
+    then waits for the client to disconnect."""
+    pending = [*reversed(chunks)] or [b""]
+    chunks.clear()
+
+    async def replay() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": bool(pending)}
+        return await receive()
+
+    return replay

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,9 +26,13 @@ from audio_manipulations import (
     MIN_SAMPLE_RATE,
     SUPPORTED_FORMATS_TEXT,
     decode_audio,
+    decoded_samples,
     encode_audio,
+    probe_audio,
 )
+from enhancer.enhancer import MAX_ATTEN_LIM_DB
 from service.deps import MetricsDep, ModelsDep, SettingsDep
+from service.middleware import InflightMemory
 from service.schemas import AUDIO_RESPONSE, Health, ModelInfo, RawFormat, Readiness, error
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -32,61 +43,165 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-enhance_router = APIRouter(tags=["enhance"], generate_unique_id_function=operation_id)
+# Behind the API key when one is set.
+keyed_router = APIRouter(generate_unique_id_function=operation_id)
 router = APIRouter(generate_unique_id_function=operation_id)
 
 
+# Longest download name offered, in characters (the extension is kept).
+MAX_FILENAME = 120
+
+
 def content_disposition(filename: str | None) -> str:
-    name = f"enhanced_{Path(filename or 'audio').name}"
+    """``attachment`` with the upload's name: control characters dropped, length capped."""
+    base = "".join(c for c in Path(filename or "audio").name
+                   if c.isprintable() and c not in "\r\n") or "audio"
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or len(suffix) > 10:
+        stem, suffix = base, ""
+    name = f"enhanced_{stem[:MAX_FILENAME]}{'.' + suffix if suffix else ''}"
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
-@enhance_router.post("/enhance", response_class=Response, responses=AUDIO_RESPONSE,
-                     summary="Enhance an audio file")
+# What a request holds while it is enhanced, per sample at the larger of its rate and the
+# model's: the decoded audio, the resampled channels, the model's output and the encoded
+# answer (measured: 14-16 bytes).
+WORKING_BYTES_PER_SAMPLE = 16
+
+
+def working_memory(frames: int, channels: int, sample_rate: int, model_rate: int) -> int:
+    """Bytes a request of this size holds while it is enhanced."""
+    return WORKING_BYTES_PER_SAMPLE * decoded_samples(frames, channels, sample_rate, model_rate)
+
+
+# Answers larger than this are streamed in pieces of this size.
+STREAM_RESPONSE_BYTES = 1 << 20
+# The Content-Types of a raw (not multipart) upload.
+RAW_BODY_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/flac",
+                            "audio/x-flac", "audio/mpeg", "audio/ogg",
+                            "application/octet-stream"})
+RAW_BODY_OPENAPI = {"requestBody": {"content": {
+    media: {"schema": {"type": "string", "format": "binary"}}
+    for media in sorted(RAW_BODY_TYPES)}}}
+
+
+
+@keyed_router.post("/enhance", response_class=Response, responses=AUDIO_RESPONSE,
+                   tags=["enhance"], summary="Enhance an audio file",
+                   openapi_extra=RAW_BODY_OPENAPI)
 async def enhance(
+    request: Request,
     models: ModelsDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    file: Annotated[UploadFile, File(
-        description="The audio: WAV, FLAC, or headerless samples in `format`.",
+    file: Annotated[UploadFile | None, File(
+        description="The audio: WAV, FLAC, MP3, Ogg, or headerless samples in `format`.",
         # format: binary is what makes Swagger UI show a file picker.
-        json_schema_extra={"format": "binary"})],
+        json_schema_extra={"format": "binary"})] = None,
     sample_rate: Annotated[int | None, Form(
         ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
-        description="Sample rate of headerless audio, Hz. WAV and FLAC carry their own.",
+        description="Sample rate of headerless audio, Hz. Containers carry their own.",
         json_schema_extra={"examples": [48000]})] = None,
     format: Annotated[RawFormat, Form(
-        description=f"Encoding of headerless audio (float32 or int16, little-endian); WAV "
-                    f"and FLAC carry their own. Supported: {SUPPORTED_FORMATS_TEXT}.")
+        description=f"Encoding of headerless audio (float32 or int16, little-endian); "
+                    f"containers carry their own. Supported: {SUPPORTED_FORMATS_TEXT}.")
     ] = RawFormat.f32le,
     model: Annotated[str | None, Form(
         description="Which model to use (see `GET /models`); the default model if "
                     "omitted.")] = None,
+    atten_lim_db: Annotated[float | None, Form(
+        ge=0, le=MAX_ATTEN_LIM_DB,
+        description="Strength: the most the result may attenuate anything, in dB (the "
+                    "original is mixed back in, as DeepFilterNet's option of the same name "
+                    "does); omitted: no limit.")] = None,
+    raw_sample_rate: Annotated[int | None, Query(
+        alias="sample_rate", ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
+        description="With the audio as the raw body: the rate of headerless audio.")] = None,
+    raw_format: Annotated[RawFormat | None, Query(
+        alias="format", description="With the audio as the raw body: the encoding of "
+                                    "headerless audio.")] = None,
+    raw_model: Annotated[str | None, Query(
+        alias="model", description="With the audio as the raw body: which model.")] = None,
+    raw_atten_lim_db: Annotated[float | None, Query(
+        alias="atten_lim_db", ge=0, le=MAX_ATTEN_LIM_DB,
+        description="With the audio as the raw body: the strength limit, dB.")] = None,
 ) -> Response:
-    """Return the enhanced audio in the format, sample rate, channels and length sent."""
+    """Return the enhanced audio in the format, sample rate, channels and length sent.
+
+    Send the audio either as the `file` field of a multipart form (browsers, this page), or
+    as the raw request body with `Content-Type: audio/wav` (`audio/flac`, `audio/mpeg`,
+    `audio/ogg`, or `application/octet-stream` for headerless samples, with `sample_rate`
+    and `format` in the query), which is read straight from memory.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in RAW_BODY_TYPES:
+        data, filename = await request.body(), None
+        sample_rate, format, model = raw_sample_rate, raw_format or format, raw_model or model
+        atten_lim_db = raw_atten_lim_db
+    elif file is None:
+        if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            raise HTTPException(422, "file: Field required")
+        raise HTTPException(415, f"send the audio as the `file` field of multipart/form-data, "
+                                 f"or as the body with Content-Type one of "
+                                 f"{', '.join(sorted(RAW_BODY_TYPES))}; got "
+                                 f"{content_type or 'no Content-Type'}")
+    else:
+        data, filename = await file.read(), file.filename
     enhancer = models.get(model)
-    data = await file.read()
-    audio = await asyncio.to_thread(decode_audio, data, format.value, sample_rate)
-    started = time.perf_counter()
+    model_rate = enhancer.model_sample_rate
+    # The header first: a request over the budget is refused before anything is decoded, and
+    # one that would not fit in the memory left waits for nothing (503).
+    info = await asyncio.to_thread(probe_audio, data, format.value, sample_rate)
+    settings.budget.check(info, model_rate)
+    memory: InflightMemory = request.app.state.memory
+    held = 0
+    if info.frames is not None:
+        held = working_memory(info.frames, info.channels, info.sample_rate, model_rate)
+        memory.reserve(held)
     try:
-        enhanced = await enhancer.enhance_async(audio.samples, audio.sample_rate,
-                                                timeout=settings.REQUEST_TIMEOUT_S)
-    except TimeoutError:
-        raise HTTPException(504, f"enhancing took longer than "
-                                 f"{settings.REQUEST_TIMEOUT_S:g} s") from None
-    elapsed = time.perf_counter() - started
-    encoded, clipped = await asyncio.to_thread(encode_audio, enhanced, audio.sample_rate,
-                                               audio.format)
+        audio = await asyncio.to_thread(decode_audio, data, format.value, sample_rate,
+                                        settings.budget, model_rate)
+        del data
+        if info.frames is None:  # a stream of unknown length: its size is known now
+            held = working_memory(audio.samples.shape[0], audio.channels, audio.sample_rate,
+                                  model_rate)
+            memory.reserve(held)
+        started = time.perf_counter()
+        try:
+            enhanced = await enhancer.enhance_async(audio.samples, audio.sample_rate,
+                                                    timeout=settings.REQUEST_TIMEOUT_S,
+                                                    atten_lim_db=atten_lim_db)
+        except TimeoutError:
+            raise HTTPException(504, f"enhancing took longer than "
+                                     f"{settings.REQUEST_TIMEOUT_S:g} s") from None
+        elapsed = time.perf_counter() - started
+        encoded, clipped = await asyncio.to_thread(encode_audio, enhanced, audio.sample_rate,
+                                                   audio.format)
+        del enhanced
+    finally:
+        memory.release(held)
     metrics.audio_seconds.inc(audio.samples.size / audio.sample_rate)
-    return Response(encoded, media_type=audio.format.media_type, headers={
-        "Content-Disposition": content_disposition(file.filename),
+    headers = {
+        "Content-Disposition": content_disposition(filename),
         "X-Sample-Rate": str(audio.sample_rate),
         "X-Sample-Count": str(audio.samples.shape[0]),
         "X-Channels": str(audio.channels),
         "X-Processing-Time": f"{elapsed:.6f}",
         "X-Clipped-Samples": str(clipped),
-    })
+    }
+    if len(encoded) <= STREAM_RESPONSE_BYTES:
+        return Response(encoded, media_type=audio.format.media_type, headers=headers)
+    # Long audio goes out in pieces, so the send buffer (and a slow reader) holds one at a time.
+    headers["Content-Length"] = str(len(encoded))
+    return StreamingResponse(_pieces(encoded), media_type=audio.format.media_type,
+                             headers=headers)
+
+
+async def _pieces(encoded: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(encoded)
+    for start in range(0, len(view), STREAM_RESPONSE_BYTES):
+        yield bytes(view[start:start + STREAM_RESPONSE_BYTES])
 
 
 @router.get("/models", response_model=list[ModelInfo], tags=["models"],
@@ -112,12 +227,13 @@ async def ready(models: ModelsDep) -> Readiness | JSONResponse:
                      model_sample_rate=models.default.model_sample_rate)
 
 
-@router.get("/metrics", response_class=Response, tags=["operations"],
+@keyed_router.get("/metrics", response_class=Response, tags=["operations"],
             summary="Prometheus metrics",
             responses={200: {"description": "Prometheus text format",
                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(models: ModelsDep, metrics: MetricsDep) -> Response:
     metrics.worker_restarts.set(models.worker_restarts)
+    metrics.pool_sessions.set(models.pending_sessions)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

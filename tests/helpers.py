@@ -6,12 +6,14 @@ Imported by ``tests/`` and by ``test_api.py``; the bench has its own copy of not
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -73,6 +75,18 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def workers_of(pid: int) -> list[int]:
+    """The worker processes ``pid`` spawned (not multiprocessing's resource tracker)."""
+    found = []
+    for child in children_of(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            pass
+    return found
+
+
 def run_python(code: str, **kwargs) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter from the project folder."""
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -84,6 +98,17 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT,
     """``python enhance_file.py ARGS`` as a user runs it: a separate process."""
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120, env=env)
+
+
+def _file_limit(count: int | None) -> Callable[[], None] | None:
+    """For ``preexec_fn``: run the child with at most ``count`` open files."""
+    if count is None:
+        return None
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+    return limit
 
 
 def free_port() -> int:
@@ -98,7 +123,8 @@ class LiveServer:
     Serves the ×3 passthrough by default (``TF_MODEL_PATH``), so answers are exact.
     """
 
-    def __init__(self, command: list[str] | None = None, cwd: Path = ROOT, **env: str) -> None:
+    def __init__(self, command: list[str] | None = None, cwd: Path = ROOT,
+                 max_open_files: int | None = None, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, "APP_PORT": str(self.port), "NUM_PROCESSES": "2",
@@ -107,7 +133,8 @@ class LiveServer:
         # A file, not a pipe: a server that logs a lot must never block on a full pipe.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(command, cwd=cwd, env=environment,
-                                        stdout=subprocess.DEVNULL, stderr=self.log)
+                                        stdout=subprocess.DEVNULL, stderr=self.log,
+                                        preexec_fn=_file_limit(max_open_files))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
