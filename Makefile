@@ -1,10 +1,12 @@
 # make run  - create .venv, install, and serve on 127.0.0.1:8080 (APP_INTERFACE/APP_PORT)
 # make test - create .venv, install the test tools too, lint, type-check and run every test
+# make run-cluster - a Ray head on this machine and the service on it (BACKEND=ray)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+RAY := $(VENV)/bin/ray
 
-.PHONY: run test lint bench bench-quality train clean
+.PHONY: run run-cluster test lint bench bench-ray bench-quality soak train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +23,25 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(PY)
 run: $(VENV)/.runtime
 	$(PY) main.py
 
-test: lint
+test: lint $(VENV)/.ray
 	$(PY) -m pytest
+
+# The Ray Serve extra: tests/test_ray.py and run-cluster need it; run does not. Where it
+# cannot be installed, tests/test_ray.py skips and says why, except under CI.
+$(VENV)/.ray: requirements.txt requirements-ray.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-ray.txt && touch $@ || \
+		{ [ -z "$$CI" ] && echo "Ray Serve could not be installed; tests/test_ray.py will skip" >&2; }
+
+# Token authentication: the head's token is ~/.ray/auth_token (`ray get-auth-token`); other
+# machines join with RAY_AUTH_MODE=token RAY_AUTH_TOKEN=... ray start --address=THIS_HOST:6379
+# (README: Scale out on Ray Serve). Stopping the service (Ctrl-C) stops the head too.
+run-cluster: $(VENV)/.ray
+	$(RAY) get-auth-token --generate >/dev/null 2>&1; export RAY_AUTH_MODE=token; \
+	RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=2 PYTHONPATH=$(CURDIR) $(RAY) start --head --block \
+		--disable-usage-stats --include-dashboard=false & head=$$!; \
+	trap 'kill $$head 2>/dev/null; wait $$head' EXIT INT TERM; \
+	until timeout 10 $(RAY) status >/dev/null 2>&1; do kill -0 $$head || exit 1; sleep 1; done; \
+	BACKEND=ray RAY_ADDRESS=auto $(PY) main.py
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
@@ -30,6 +49,15 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) -m bench.run_all
+	$(PY) -m bench.stream_bench
+
+# The Ray Serve backend against the local pool (about 70 s; README: Scale out on Ray Serve).
+bench-ray: $(VENV)/.dev $(VENV)/.ray
+	$(PY) -m bench.ray_bench
+
+# Ten minutes of mixed load, faults and slow clients against a live server (bench/soak.md).
+soak: $(VENV)/.dev
+	$(PY) -m bench.soak --seconds 600
 
 bench-quality: $(VENV)/.quality
 	$(PY) -m bench.quality
