@@ -1,6 +1,8 @@
 // The try-it page: pick, drop or record audio, POST it to /enhance, then play the original
 // and the enhanced audio on one timeline, each drawn as a waveform and a spectrogram.
 // Every request goes to this origin; body[data-state] is idle / working / done / error.
+// Live mode (at the end) streams the microphone through WebSocket /enhance/stream and plays
+// the enhanced audio back; body[data-live] is off / connecting / on / error.
 
 const $ = (id) => document.getElementById(id);
 const form = $("enhance-form");
@@ -73,6 +75,15 @@ function formatBytes(bytes) {
 function context() {
   audioContext ??= new AudioContext();
   return audioContext;
+}
+
+// The optional API key: the X-API-Key header for /enhance, the api_key query for the stream.
+function apiKey() {
+  return $("api-key").value.trim();
+}
+
+function keyHeader() {
+  return apiKey() ? { "X-API-Key": apiKey() } : {};
 }
 
 // ------------------------------------------------------------------ models
@@ -160,7 +171,14 @@ window.addEventListener("drop", (event) => event.preventDefault());
 // PCM from an AudioWorklet, written as 16-bit WAV here: the service takes WAV, not the
 // webm/opus that MediaRecorder makes.
 let recording = null;
-let workletLoaded = null;
+let workletsLoaded = null;
+
+// The capture processor (recording and live) and the playback one (live).
+function loadWorklets(ctx) {
+  workletsLoaded ??= Promise.all(["recorder-worklet.js", "player-worklet.js"]
+    .map((name) => ctx.audioWorklet.addModule(`/static/${name}`)));
+  return workletsLoaded;
+}
 
 async function startRecording() {
   const ctx = context();
@@ -169,8 +187,7 @@ async function startRecording() {
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
   });
-  workletLoaded ??= ctx.audioWorklet.addModule("/static/recorder-worklet.js");
-  await workletLoaded;
+  await loadWorklets(ctx);
   const source = ctx.createMediaStreamSource(stream);
   const node = new AudioWorkletNode(ctx, "pcm-recorder", { numberOfOutputs: 0 });
   const chunks = [];
@@ -291,7 +308,7 @@ form.addEventListener("submit", async (event) => {
   try {
     let response;
     try {
-      response = await fetch("/enhance", { method: "POST", body: data });
+      response = await fetch("/enhance", { method: "POST", body: data, headers: keyHeader() });
     } catch (error) {
       throw new Error(`Could not reach the service: ${error.message}`);
     }
@@ -502,6 +519,356 @@ for (const player of Object.values(players)) {
 }
 for (const radio of document.querySelectorAll('input[name="listen"]')) {
   radio.addEventListener("change", () => listen(radio.value));
+}
+
+// ------------------------------------------------------------------ live mode
+
+// Microphone → AudioWorklet (10 ms chunks) → WebSocket /enhance/stream (f32le mono at the
+// AudioContext's rate) → AudioWorklet playback queue. The raw microphone also goes to the
+// speakers through its own gain: the bypass switch only moves the two gains.
+const liveStart = $("live-start");
+const liveStop = $("live-stop");
+const liveBypass = $("live-bypass");
+const liveStatus = $("live-status");
+const liveLatency = $("live-latency");
+const liveFraming = $("live-framing");
+const liveQueue = $("live-queue");
+const liveServer = $("live-server");
+const liveCounts = $("live-counts");
+const liveLevel = $("live-level");
+
+const QUEUE_TARGET_S = 0.03; // playback starts with this much queued...
+const QUEUE_LIMIT_S = 0.1; // ...and drops the oldest audio past this
+const KEEP_RECEIVED_S = 10; // window.liveReceived keeps the latest 10 s (read by the tests)
+const SEND_BACKLOG_S = 0.5; // chunks are skipped while this much is still unsent
+const LEVEL_COLUMNS = 600; // 10 ms each on the level strip: the last 6 s
+
+let live = null;
+
+function setLive(state, message) {
+  document.body.dataset.live = state;
+  liveStatus.textContent = message;
+  liveStart.disabled = state === "connecting" || state === "on";
+  liveStop.disabled = !(state === "connecting" || state === "on");
+}
+
+function showLiveError(message) {
+  errorBox.textContent = message;
+  errorBox.hidden = false;
+  setLive("error", "Stopped.");
+}
+
+function resetLiveStats(sampleRate) {
+  window.liveStats = { samplesSent: 0, samplesReceived: 0, chunksSent: 0, chunksReceived: 0,
+    chunksSkipped: 0, latencyMs: null, queuedMs: 0, droppedSamples: 0, underruns: 0 };
+  window.liveReceived = [];
+  window.liveSampleRate = sampleRate;
+  window.liveSummary = null;
+  for (const shown of [liveLatency, liveQueue, liveServer, liveCounts]) shown.textContent = "–";
+  liveFraming.textContent = "";
+}
+
+function closeReason(code, reason) {
+  if (code === 1006 || !reason) {
+    return `the connection to the service was lost (code ${code})`;
+  }
+  const hint = code === 4401 ? " Type the service's key in the API key field above." : "";
+  return `${reason} (code ${code}).${hint}`;
+}
+
+async function startLive() {
+  if (live) return;
+  const model = modelSelect.value;
+  if (!model) {
+    showLiveError("Live mode needs a model: the list of models did not load.");
+    return;
+  }
+  clearError();
+  setLive("connecting", "Opening the microphone…");
+  const ctx = context();
+  const session = live = { ctx, closing: false, timers: [] };
+  try {
+    await ctx.resume();
+    session.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false,
+        autoGainControl: false },
+    });
+    await loadWorklets(ctx);
+  } catch (error) {
+    teardownLive(session);
+    if (live === session) live = null;
+    showLiveError(`Could not open the microphone: ${error.message}`);
+    return;
+  }
+  // The microphone went away (unplugged, or the permission revoked): stop as if asked.
+  session.stream.getAudioTracks()[0]?.addEventListener("ended", () => stopLive());
+  if (live !== session) { // stopped while the microphone opened
+    teardownLive(session);
+    return;
+  }
+  const rate = ctx.sampleRate;
+  resetLiveStats(rate);
+  Object.assign(session, {
+    rate, chunkSize: Math.round(rate / 100), algorithmicMs: 0,
+    sentEnds: [], sentTimes: [], sentHead: 0, latencies: [],
+    levels: { mic: new Float32Array(LEVEL_COLUMNS), out: new Float32Array(LEVEL_COLUMNS),
+      micCount: 0, outCount: 0, outSum: 0, outFill: 0 },
+  });
+  const query = new URLSearchParams({ sample_rate: rate, encoding: "f32le", channels: 1, model });
+  if (apiKey()) query.set("api_key", apiKey());
+  const limit = document.getElementById("atten-lim-db").value;
+  if (limit !== "") query.set("atten_lim_db", limit);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  setLive("connecting", `Connecting to ${model}…`);
+  const socket = session.socket = new WebSocket(
+    `${scheme}://${location.host}/enhance/stream?${query}`);
+  socket.binaryType = "arraybuffer";
+  socket.onmessage = ({ data }) => {
+    if (typeof data === "string") onLiveText(session, JSON.parse(data));
+    else onLiveAudio(session, new Float32Array(data));
+  };
+  socket.onclose = ({ code, reason }) => onLiveClose(session, code, reason);
+}
+
+function onLiveText(session, message) {
+  if (message.type === "ready") {
+    session.algorithmicMs = message.algorithmic_latency_ms;
+    startLiveAudio(session);
+    liveServer.textContent = "at the end";
+    setLive("on", `Live: ${message.model}, ${message.sample_rate} Hz.`);
+  } else if (message.type === "summary") {
+    session.summary = window.liveSummary = message;
+    const { p50, p99 } = message.latency_ms;
+    liveServer.textContent = `${p50.toFixed(1)} / ${p99.toFixed(1)} ms`;
+  }
+}
+
+// Capture and playback start once the service is ready, so the first chunk's round trip
+// does not include the connection.
+function startLiveAudio(session) {
+  const { ctx, stream, chunkSize, rate } = session;
+  session.source = ctx.createMediaStreamSource(stream);
+  session.capture = new AudioWorkletNode(ctx, "pcm-recorder",
+    { numberOfOutputs: 0, processorOptions: { chunkSize } });
+  session.player = new AudioWorkletNode(ctx, "pcm-player", {
+    numberOfInputs: 0, outputChannelCount: [1],
+    processorOptions: { target: Math.round(QUEUE_TARGET_S * rate),
+      limit: Math.round(QUEUE_LIMIT_S * rate), capacity: rate } });
+  session.gains = { raw: new GainNode(ctx, { gain: 0 }), enhanced: new GainNode(ctx, { gain: 0 }) };
+  session.source.connect(session.capture);
+  session.source.connect(session.gains.raw).connect(ctx.destination);
+  session.player.connect(session.gains.enhanced).connect(ctx.destination);
+  setBypass(session);
+  session.capture.port.onmessage = ({ data }) => sendChunk(session, data);
+  session.player.port.onmessage = ({ data }) => {
+    Object.assign(window.liveStats, { queuedMs: (1000 * data.queued) / rate,
+      droppedSamples: data.dropped, underruns: data.underruns });
+  };
+  session.timers.push(setInterval(() => showLiveStats(session), 250));
+  session.frame = requestAnimationFrame(() => drawLevels(session));
+}
+
+function sendChunk(session, samples) {
+  const { socket, rate } = session;
+  if (session.closing || socket.readyState !== WebSocket.OPEN) return;
+  const stats = window.liveStats;
+  if (socket.bufferedAmount > SEND_BACKLOG_S * rate * 4) { // the network does not keep up
+    stats.chunksSkipped++;
+    return;
+  }
+  socket.send(samples);
+  stats.samplesSent += samples.length;
+  stats.chunksSent++;
+  session.sentEnds.push(stats.samplesSent);
+  session.sentTimes.push(performance.now());
+  addLevel(session.levels, "mic", rms(samples));
+}
+
+function onLiveAudio(session, samples) {
+  const now = performance.now();
+  const stats = window.liveStats;
+  stats.samplesReceived += samples.length;
+  stats.chunksReceived++;
+  // The round trip of this message's newest sample: from sending the chunk that held it.
+  const newest = stats.samplesReceived; // 1-based index of the newest sample
+  const { sentEnds, sentTimes } = session;
+  while (session.sentHead < sentEnds.length && sentEnds[session.sentHead] < newest) {
+    session.sentHead++;
+  }
+  if (session.sentHead < sentEnds.length) {
+    session.latencies.push([now, now - sentTimes[session.sentHead]]);
+  }
+  if (session.sentHead > 1000) { // forget what was matched already
+    sentEnds.splice(0, session.sentHead);
+    sentTimes.splice(0, session.sentHead);
+    session.sentHead = 0;
+  }
+  if (session.player && samples.length) {
+    keepReceived(session, samples);
+    levelsOfOutput(session, samples);
+    session.player.port.postMessage(samples);
+  }
+}
+
+function keepReceived(session, samples) {
+  const kept = window.liveReceived;
+  kept.push(samples.slice()); // the player takes the original
+  session.kept = (session.kept ?? 0) + samples.length;
+  while (session.kept - kept[0].length >= KEEP_RECEIVED_S * session.rate) {
+    session.kept -= kept.shift().length;
+  }
+}
+
+function onLiveClose(session, code, reason) {
+  // Stopped by the user: the service's normal close, or the browser's own when the
+  // connection had not opened yet. A close with a service error code is still an error.
+  const ended = session.closing && [1000, 1005, 1006].includes(code);
+  const summary = session.summary;
+  teardownLive(session);
+  if (live === session) live = null;
+  showLiveStats(session);
+  if (ended) {
+    const seconds = (count) => `${(count / session.rate).toFixed(2)} s`;
+    setLive("off", summary ? `Stopped: ${seconds(summary.samples_in)} sent in `
+      + `${summary.chunks} chunks, ${seconds(summary.samples_out)} back.` : "Stopped.");
+  } else {
+    showLiveError(`Live stream stopped: ${closeReason(code, reason)}`);
+  }
+}
+
+function stopLive() {
+  const session = live;
+  if (!session || session.closing) return;
+  session.closing = true;
+  // No more microphone; the service flushes the tail, sends its summary and closes.
+  if (session.capture) session.capture.port.onmessage = null;
+  session.source?.disconnect(session.capture);
+  session.stream?.getTracks().forEach((track) => track.stop());
+  const socket = session.socket;
+  if (socket?.readyState === WebSocket.OPEN && document.body.dataset.live === "on") {
+    socket.send(JSON.stringify({ type: "end" }));
+    liveStatus.textContent = "Finishing…";
+    // The service answers at once; a stuck connection is closed after 5 s.
+    session.timers.push(setTimeout(() => socket.close(1000), 5000));
+  } else if (socket) {
+    socket.close(1000); // still connecting
+  } else {
+    setLive("off", "Stopped."); // the microphone was still opening
+    live = null;
+  }
+}
+
+function teardownLive(session) {
+  session.timers.forEach((timer) => { clearInterval(timer); clearTimeout(timer); });
+  cancelAnimationFrame(session.frame);
+  session.stream?.getTracks().forEach((track) => track.stop());
+  session.source?.disconnect();
+  session.capture?.disconnect();
+  if (session.capture) session.capture.port.onmessage = null;
+  session.player?.disconnect();
+  if (session.player) session.player.port.onmessage = null;
+  Object.values(session.gains ?? {}).forEach((gain) => gain.disconnect());
+  if (session.socket && session.socket.readyState <= WebSocket.OPEN) session.socket.close(1000);
+}
+
+function setBypass(session) {
+  if (!session?.gains) return;
+  const now = session.ctx.currentTime;
+  session.gains.raw.gain.setTargetAtTime(liveBypass.checked ? 1 : 0, now, 0.005);
+  session.gains.enhanced.gain.setTargetAtTime(liveBypass.checked ? 0 : 1, now, 0.005);
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.floor(sorted.length / 2)] : null;
+}
+
+function showLiveStats(session) {
+  const stats = window.liveStats;
+  const now = performance.now();
+  session.latencies = session.latencies.filter(([at]) => now - at < 1000);
+  const latency = median(session.latencies.map(([, ms]) => ms));
+  if (latency !== null) stats.latencyMs = latency;
+  if (stats.latencyMs !== null) liveLatency.textContent = `${Math.round(stats.latencyMs)} ms`;
+  liveFraming.textContent = `(framing ${session.algorithmicMs.toFixed(1)} ms)`;
+  liveQueue.textContent = `${Math.round(stats.queuedMs)} ms`
+    + (stats.droppedSamples ? `, ${(stats.droppedSamples / session.rate).toFixed(2)} s dropped`
+      : "");
+  liveCounts.textContent = `${(stats.samplesSent / session.rate).toFixed(2)} s / `
+    + `${(stats.samplesReceived / session.rate).toFixed(2)} s`;
+}
+
+// ---- the level strip: microphone (grey) and enhanced (blue), aligned by sample index
+
+function rms(samples) {
+  let sum = 0;
+  for (const sample of samples) sum += sample * sample;
+  return Math.sqrt(sum / Math.max(1, samples.length));
+}
+
+function addLevel(levels, key, value) {
+  levels[key][levels[`${key}Count`] % LEVEL_COLUMNS] = value;
+  levels[`${key}Count`]++;
+}
+
+// Received messages come in hops of any size: cut them into the 10 ms columns.
+function levelsOfOutput(session, samples) {
+  const { levels, chunkSize } = session;
+  for (const sample of samples) {
+    levels.outSum += sample * sample;
+    if (++levels.outFill === chunkSize) {
+      addLevel(levels, "out", Math.sqrt(levels.outSum / chunkSize));
+      levels.outSum = 0;
+      levels.outFill = 0;
+    }
+  }
+}
+
+function drawLevels(session) {
+  const canvas = liveLevel;
+  const width = Math.round(canvas.clientWidth * devicePixelRatio);
+  const height = Math.round(canvas.clientHeight * devicePixelRatio);
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width;
+    canvas.height = height;
+  }
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, width, height);
+  const { levels } = session;
+  const last = levels.micCount; // the right edge: the newest microphone column
+  const step = width / LEVEL_COLUMNS;
+  const y = (level) => height - Math.max(0, Math.min(1, (20 * Math.log10(level + 1e-9) + 60) / 60))
+    * height; // −60 to 0 dBFS
+  const first = Math.max(0, last - LEVEL_COLUMNS);
+  const x = (i) => (i - (last - LEVEL_COLUMNS)) * step;
+  // The microphone as a grey area, the enhanced audio as a blue line over it.
+  g.fillStyle = "#d5dae3";
+  for (let i = first; i < last; i++) {
+    const top = y(levels.mic[i % LEVEL_COLUMNS]);
+    g.fillRect(x(i), top, Math.ceil(step), height - top);
+  }
+  g.strokeStyle = "#2f6fde";
+  g.lineWidth = devicePixelRatio * 1.5;
+  g.beginPath();
+  for (let i = first; i < Math.min(last, levels.outCount); i++) {
+    const value = y(levels.out[i % LEVEL_COLUMNS]);
+    if (i === first) g.moveTo(x(i), value);
+    else g.lineTo(x(i), value);
+  }
+  g.stroke();
+  session.frame = requestAnimationFrame(() => drawLevels(session));
+}
+
+if (window.WebSocket && navigator.mediaDevices?.getUserMedia && window.AudioWorkletNode) {
+  liveStart.addEventListener("click", () => startLive());
+  liveStop.addEventListener("click", () => stopLive());
+  liveBypass.addEventListener("change", () => setBypass(live));
+  resetLiveStats(null);
+  setLive("off", "");
+} else {
+  liveStart.title = "Live mode needs the page on https:// or localhost";
+  setLive("off", "Live mode needs the page on https:// or localhost.");
+  liveStart.disabled = true;
 }
 
 loadModels();
