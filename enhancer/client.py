@@ -26,8 +26,9 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from audio_manipulations import RAW_FORMATS, quantize
+from audio_manipulations import RAW_FORMATS
 from enhancer.errors import EnhancerError
+from enhancer.writing import quantize
 
 
 class StreamError(EnhancerError):

@@ -21,18 +21,12 @@ from typing import IO
 
 import numpy as np
 
-from audio_manipulations import (
-    AUDIO_SUFFIXES,
-    AudioInfo,
-    AudioReader,
-    AudioWriter,
-    Budget,
-    check_samples,
-    open_audio,
-)
+from audio_manipulations import AUDIO_SUFFIXES, AudioInfo, Budget, check_samples
 from enhancer.client import RemoteEnhancer
 from enhancer.enhancer import AudioEnhancer
 from enhancer.errors import EnhancerError, InvalidAudio
+from enhancer.reading import AudioReader, open_audio
+from enhancer.writing import AudioWriter
 
 # What files are enhanced with: the model here, or a running service (--server).
 Enhancer = AudioEnhancer | RemoteEnhancer

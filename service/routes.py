@@ -25,12 +25,11 @@ from audio_manipulations import (
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     SUPPORTED_FORMATS_TEXT,
-    decode_audio,
     decoded_samples,
-    encode_audio,
-    probe_audio,
 )
 from enhancer.enhancer import MAX_ATTEN_LIM_DB
+from enhancer.reading import decode_audio, probe_audio
+from enhancer.writing import encode_audio
 from service.deps import MetricsDep, ModelsDep, SettingsDep
 from service.middleware import InflightMemory
 from service.schemas import AUDIO_RESPONSE, Health, ModelInfo, RawFormat, Readiness, error
@@ -136,7 +135,10 @@ async def enhance(
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in RAW_BODY_TYPES:
-        data, filename = await request.body(), None
+        # Joined in a thread: copying a large body here would stall every live stream.
+        chunks = [chunk async for chunk in request.stream()]
+        data, filename = await asyncio.to_thread(b"".join, chunks), None
+        del chunks
         sample_rate, format, model = raw_sample_rate, raw_format or format, raw_model or model
         atten_lim_db = raw_atten_lim_db
     elif file is None:

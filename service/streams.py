@@ -31,12 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from audio_manipulations import RAW_FORMATS, check_sample_rate, quantize
+from audio_manipulations import RAW_FORMATS, check_sample_rate
 from enhancer.enhancer import MAX_ATTEN_LIM_DB, attenuation_floor
 from enhancer.errors import EnhancerError, InvalidAudio, UnknownModel
 from enhancer.registry import ModelRegistry
 from enhancer.settings import Settings
 from enhancer.streaming import EnhancerStream
+from enhancer.writing import quantize
 from service.middleware import Metrics, key_matches
 
 stream_router = APIRouter()
@@ -162,8 +163,8 @@ async def _serve(websocket: WebSocket, stream: EnhancerStream, params: StreamPar
     async def send(samples: np.ndarray, arrived: float) -> None:
         if samples.shape[0]:
             try:
-                await asyncio.wait_for(websocket.send_bytes(params.encode(samples)),
-                                       settings.STREAM_SEND_TIMEOUT_S)
+                async with asyncio.timeout(settings.STREAM_SEND_TIMEOUT_S):
+                    await websocket.send_bytes(params.encode(samples))
             except TimeoutError:
                 raise StreamClosed(4408, "the client reads nothing: the stream is closed "
                                          "rather than buffered") from None
@@ -172,8 +173,8 @@ async def _serve(websocket: WebSocket, stream: EnhancerStream, params: StreamPar
 
     while True:
         try:
-            message = await asyncio.wait_for(websocket.receive(),
-                                             settings.STREAM_IDLE_TIMEOUT_S)
+            async with asyncio.timeout(settings.STREAM_IDLE_TIMEOUT_S):
+                message = await websocket.receive()
         except TimeoutError:
             raise StreamClosed(4408, f"nothing received for "
                                      f"{settings.STREAM_IDLE_TIMEOUT_S:g} s") from None
