@@ -246,12 +246,17 @@ class AudioEnhancer:
         """Awaitable :meth:`enhance`; resampling and joining run in a thread, the model in
         the backend, so the event loop stays free."""
         lim = attenuation_floor(atten_lim_db)
-        channels = await asyncio.to_thread(self._to_model_rate, audio, sample_rate)
-        future = await asyncio.to_thread(self._run, channels, None, progress)
-        job = await _await(future, timeout)
-        joined = await asyncio.to_thread(self._join, job)
-        enhanced = await asyncio.to_thread(self._from_model_rate, joined, audio, sample_rate)
-        return await asyncio.to_thread(limit_attenuation, audio, enhanced, lim)
+
+        def start() -> Future[Job]:
+            return self._run(self._to_model_rate(audio, sample_rate), None, progress)
+
+        def finish(job: Job) -> np.ndarray:
+            enhanced = self._from_model_rate(self._join(job), audio, sample_rate)
+            return limit_attenuation(audio, enhanced, lim)
+
+        # Two hops to a thread, not one a step: each costs a wake-up.
+        job = await _await(await asyncio.to_thread(start), timeout)
+        return await asyncio.to_thread(finish, job)
 
     def open_stream(self, sample_rate: int, channels: int = 1,
                     atten_lim_db: float | None = None) -> EnhancerStream:
@@ -349,7 +354,8 @@ def _measure_speed(runner: ModelRunner, frames_per_block: int) -> float:
 async def _await(future: Future[Job], timeout: float | None) -> Job:
     """Await a backend's future; on a timeout or cancellation, cancel it too."""
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        async with asyncio.timeout(timeout):
+            return await asyncio.wrap_future(future)
     except BaseException:
         future.cancel()
         raise

@@ -33,10 +33,6 @@ worker's task, fails exactly that session when its worker dies, and starts a rep
 Threads: the collector thread alone owns ``_workers``, ``_round_robin``, the arenas and every
 task and session's progress counters. Callers touch only ``unprocessed_frames_queue``
 (thread-safe), the wake-up pipe, and ``_closed`` under ``_close_lock``.
-
-Shared memory is made and unlinked by this process only. Arenas are unlinked on
-:meth:`WorkerPool.close`; a dead worker's arena is handed to its replacement; if this
-process itself is killed, multiprocessing's resource tracker unlinks them.
 """
 
 from __future__ import annotations
@@ -48,29 +44,25 @@ import logging
 import multiprocessing
 import os
 import queue
-import signal
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.shared_memory import SharedMemory
+from multiprocessing.connection import wait
 from pathlib import Path
 
-import numpy as np
-
+from enhancer import work
 from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError, PoolBroken, WorkerCrashed
 from enhancer.framing import Framing
-from enhancer.segments import ChannelJob, Job
+from enhancer.segments import Job, segment_frames
+from enhancer.work import Arena, Session, Task, Worker, fail
 from enhancer.worker import (
     ArenaSpec,
     Header,
     MessageKind,
     last_line,
     worker_failure,
-    worker_main,
 )
 
 log = logging.getLogger("enhancer.pool")
@@ -78,88 +70,10 @@ log = logging.getLogger("enhancer.pool")
 WORKER_START_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 5.0
 MAX_FAILED_STARTS = 3
-# A block's deadline: the floor, plus this many times its expected run time. Generous, so a
-# busy machine never kills a healthy worker; a hung one is still caught within seconds.
+# A segment's deadline: the floor plus this many times its expected run time; generous, so a
+# busy machine never kills a healthy worker, and a hung one is still caught within seconds.
 DEADLINE_FACTOR = 50.0
-# The smallest segment a request is cut into: below it, the pipe and wake-up costs show.
-MIN_SEGMENT_FRAMES = 16
 DEFAULT_MIN_BLOCK_DEADLINE_S = 5.0
-
-
-@dataclass(eq=False)
-class Session:
-    """A job on its way through the pool."""
-
-    session_id: str
-    job: Job
-    future: Future[Job]
-    progress: Progress | None
-    priority: Priority
-    segment_frames: int  # frames per segment, at most
-    next_frame: int = 0  # of the job: the next segment starts here
-    frames_done: int = 0
-    # Segments to run again (first frame, count): those a hung worker held, once each.
-    retry: deque[tuple[int, int]] = field(default_factory=deque)
-    retried: set[int] = field(default_factory=set)
-
-    def has_work(self) -> bool:
-        return bool(self.retry) or self.next_frame < self.job.num_frames
-
-
-@dataclass(eq=False)
-class Task:
-    """One segment of a session, held by one worker until its result comes back."""
-
-    task_id: int
-    session: Session
-    first_frame: int  # in the job
-    count: int
-    channel: ChannelJob
-    channel_first: int  # the same frame, in its channel
-    sent_at: float
-    deadline: float
-
-
-@dataclass(eq=False)
-class Arena:
-    """A worker's shared memory and its two halves as arrays."""
-
-    memory: SharedMemory
-    samples: np.ndarray
-    result: np.ndarray
-
-    def unlink(self) -> None:
-        del self.samples, self.result  # no array may use the memory when it is closed
-        self.memory.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.memory.unlink()
-
-
-@dataclass(eq=False)
-class Worker:
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
-    arena: Arena
-    ready: bool = False
-    task: Task | None = None
-    hung: bool = False  # killed by the watchdog: its segment is run again once
-
-
-def describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "stopped answering"
-    if exitcode < 0:
-        try:
-            return f"was killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"was killed by signal {-exitcode}"
-    return f"exited with status {exitcode}"
-
-
-def fail(future: Future, error: BaseException) -> None:
-    """Fail ``future`` unless it is already done (finished, failed or cancelled)."""
-    with contextlib.suppress(InvalidStateError):
-        future.set_exception(error)
 
 
 class WorkerPool:
@@ -195,6 +109,7 @@ class WorkerPool:
         # Sessions with frames left to send, taking turns; live streams' before files'.
         self._round_robin: dict[Priority, deque[Session]] = {p: deque() for p in Priority}
         self._task_ids = itertools.count(1)
+        self._last_live = -work.LIVE_RECENT_S  # when a live chunk last came
         self._failed_starts = 0
         self._broken_reason: str | None = None
         self._closed = False
@@ -202,8 +117,8 @@ class WorkerPool:
         self._close_lock = threading.Lock()
         self._all_ready = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        for end in (self._wake_r, self._wake_w):
+            os.set_blocking(end, False)
         for _ in range(num_processes):
             self._start_worker()
         self._collector = threading.Thread(target=self._collect, name="enhancer-collector",
@@ -222,7 +137,8 @@ class WorkerPool:
             priority: Priority = Priority.FILE) -> Future[Job]:
         future: Future[Job] = Future()
         session = Session(session_id, job, future, progress, priority,
-                          self._segment_frames(job, priority))
+                          (self.max_segment_frames if priority == Priority.LIVE else
+                           segment_frames(job, self.num_processes, self.max_segment_frames)))
         with self._pending_lock:
             self._pending += 1
         future.add_done_callback(self._session_done)
@@ -243,16 +159,6 @@ class WorkerPool:
                 and self._collector.is_alive()
                 and all(w.ready and w.process.is_alive() for w in list(self._workers)))
 
-    def _segment_frames(self, job: Job, priority: Priority) -> int:
-        """A stream's chunk goes whole; a request is cut so that it spreads over every
-        worker (two segments each), in segments no larger than the arenas."""
-        if priority == Priority.LIVE:
-            return self.max_segment_frames
-        widest = max(c.num_frames for c in job.channels)
-        spread = -(-widest // (2 * max(1, self.num_processes)))
-        return max(min(spread, self.max_segment_frames), min(MIN_SEGMENT_FRAMES,
-                                                             self.max_segment_frames))
-
     @property
     def pending_sessions(self) -> int:
         """Sessions queued or running (0 when idle: nothing is left behind)."""
@@ -264,7 +170,7 @@ class WorkerPool:
 
     @property
     def worker_pids(self) -> list[int]:
-        return [w.process.pid for w in list(self._workers) if w.process.pid is not None]
+        return [w.process.pid for w in list(self._workers) if w.process.pid]
 
     def close(self) -> None:
         with self._close_lock:
@@ -286,9 +192,9 @@ class WorkerPool:
             while not self._closing:
                 by_conn = {w.conn: w for w in self._workers}
                 by_sentinel = {w.process.sentinel: w for w in self._workers}
-                # Wake for the next block deadline too: that is the watchdog.
+                # Wake for the next segment's deadline too: that is the watchdog.
                 for ready in wait([self._wake_r, *by_conn, *by_sentinel],
-                                  self._time_to_next_deadline()):
+                                  work.time_to_next_deadline(self._workers)):
                     if ready == self._wake_r:
                         self._drain_wake_pipe()
                     elif ready in by_conn:
@@ -323,11 +229,9 @@ class WorkerPool:
             waiting.clear()
 
     def _drain_wake_pipe(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
-        except BlockingIOError:
-            pass
 
     def _accept_sessions(self) -> None:
         while True:
@@ -339,20 +243,21 @@ class WorkerPool:
                 fail(session.future, PoolBroken(self._broken_reason))
             else:
                 self._round_robin[session.priority].append(session)
+                if session.priority == Priority.LIVE:
+                    self._last_live = time.monotonic()
 
     def _dispatch(self) -> None:
-        """Give each idle worker the next block, taking sessions in turn so none starves."""
-        for worker in self._workers:
-            if not worker.ready or worker.task is not None:
-                continue
-            session = self._next_session()
+        """Give each idle worker the next segment, sessions taking turns so none starves."""
+        for worker in [w for w in self._workers if w.ready and w.task is None]:
+            session = work.next_session(self._round_robin)
             if session is None:
                 return
             if session.retry:
                 first, count = session.retry.popleft()
             else:
                 first = session.next_frame
-                _, _, count = session.job.locate(first, session.segment_frames)
+                limit = work.segment_limit(session, self._last_live)
+                _, _, count = session.job.locate(first, limit)
                 session.next_frame += count
             if session.has_work():
                 self._round_robin[session.priority].append(session)
@@ -369,29 +274,15 @@ class WorkerPool:
             except OSError:
                 self._replace(worker)
 
-    def _next_session(self) -> Session | None:
-        for waiting in self._round_robin.values():  # in priority order
-            while waiting:
-                session = waiting.popleft()
-                if not session.future.done():  # cancelled or failed sessions are dropped
-                    return session
-        return None
-
-    def _time_to_next_deadline(self) -> float | None:
-        deadlines = [w.task.deadline for w in self._workers if w.task is not None]
-        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-
     def _kill_hung_workers(self) -> None:
-        """The watchdog: a worker past its block's deadline is killed; its sentinel then
-        fires and :meth:`_replace` starts another and runs the block again."""
-        now = time.monotonic()
-        for worker in self._workers:
-            if worker.task is not None and now > worker.task.deadline and not worker.hung:
-                log.warning("worker process %s gave no result within %.1f s: killing it",
-                            worker.process.pid, now - worker.task.sent_at)
-                worker.hung = True
-                self.hung_workers += 1
-                worker.process.kill()
+        """The watchdog: a worker past its segment's deadline is killed; its sentinel then
+        fires and :meth:`_replace` starts another and runs the segment again."""
+        for worker, task in work.overdue(self._workers):
+            log.warning("worker process %s gave no result within %.1f s: killing it",
+                        worker.process.pid, time.monotonic() - task.sent_at)
+            worker.hung = True
+            self.hung_workers += 1
+            worker.process.kill()
 
     def _receive(self, worker: Worker) -> None:
         try:
@@ -427,13 +318,7 @@ class WorkerPool:
         elapsed = time.monotonic() - task.sent_at
         self._seconds_per_frame = 0.9 * self._seconds_per_frame + 0.1 * elapsed / task.count
         self.frames_processed += task.count
-        session.frames_done += task.count
-        if session.progress is not None:
-            try:
-                session.progress(task.count)
-            except Exception:
-                log.exception("a progress callback failed")
-        if session.frames_done == session.job.num_frames:
+        if session.count_done(task.count):
             # The caller joins where segments meet: the collector does nothing that can fail
             # for one request. The caller may have cancelled meanwhile.
             with contextlib.suppress(InvalidStateError):
@@ -453,7 +338,7 @@ class WorkerPool:
         if worker.hung and task is not None:
             how = f"gave no result within {task.deadline - task.sent_at:.1f} s and was killed"
         else:
-            how = describe_exit(worker.process.exitcode)
+            how = work.describe_exit(worker.process.exitcode)
         log.warning("worker process %s %s", worker.process.pid, how)
         if task is not None and worker.hung and task.first_frame not in task.session.retried:
             # Hung, not crashed: the block is likely fine, so it runs once more elsewhere.
@@ -480,37 +365,21 @@ class WorkerPool:
         self._start_worker(worker.arena)
         self.restarts += 1
 
-    def _arena_spec(self, name: str) -> ArenaSpec:
+    def _spec(self, name: str) -> ArenaSpec:
         return ArenaSpec(name, self.framing.frame_length, self.framing.hop_length,
                          self.framing.window, self.max_segment_frames)
 
     def _start_worker(self, arena: Arena | None = None) -> None:
         if arena is None:
-            spec = self._arena_spec(next(self._arena_names))
-            memory = SharedMemory(spec.name, create=True, size=spec.size)
-            assert memory.buf is not None
-            arena = Arena(memory, *spec.views(memory.buf))
-        spec = self._arena_spec(arena.memory.name)
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=worker_main, name="enhancer-worker", daemon=True,
-                                    args=(child_conn, str(self.model_path), self.num_threads,
-                                          spec))
-        process.start()
-        # Only the worker may hold its end, so that its exit shows here as end-of-file.
-        child_conn.close()
-        self._workers.append(Worker(process, parent_conn, arena))
+            arena = Arena.create(self._spec(next(self._arena_names)))
+        self._workers.append(Worker.start(self._ctx, str(self.model_path), self.num_threads,
+                                          self._spec(arena.memory.name), arena))
 
     def _stop_workers(self) -> None:
         for worker in self._workers:
-            with contextlib.suppress(OSError):
-                worker.conn.send_bytes(Header(MessageKind.STOP).pack())
+            worker.send_stop()
         for worker in self._workers:
-            worker.process.join(WORKER_STOP_TIMEOUT_S)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
-            worker.conn.close()
-            worker.arena.unlink()
+            worker.stop(WORKER_STOP_TIMEOUT_S)
             if worker.task is not None:
                 fail(worker.task.session.future, EnhancerClosed("the enhancer was closed"))
         self._workers.clear()

@@ -197,3 +197,17 @@ class Job:
         channel = self.channels[index]
         local = first - self.offsets[index]
         return channel, local, min(max_count, channel.num_frames - local)
+
+
+# The smallest segment a request is cut into: below it, the pipe and wake-up costs show.
+MIN_SEGMENT_FRAMES = 16
+
+
+def segment_frames(job: Job, workers: int, max_frames: int) -> int:
+    """Frames per segment for a request: equal segments, a multiple of the workers and at
+    least two each, so it spreads evenly over every worker, none over ``max_frames``."""
+    workers = max(1, workers)
+    widest = max(c.num_frames for c in job.channels)
+    pieces = max(2 * workers, -(-widest // max_frames))
+    pieces = -(-pieces // workers) * workers
+    return min(max_frames, max(-(-widest // pieces), MIN_SEGMENT_FRAMES))

@@ -1,0 +1,182 @@
+"""The pool's typed work records: a session, a task, a worker and its arena.
+
+Owned by the collector thread of :mod:`enhancer.pool`; nothing here does any work.
+
+Shared memory is made and unlinked by the pool's process only. Arenas are unlinked when the
+pool closes; a dead worker's arena is handed to its replacement; if the pool's process itself
+is killed, multiprocessing's resource tracker unlinks them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import signal
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+
+import numpy as np
+
+from enhancer.backend import Priority, Progress
+from enhancer.segments import ChannelJob, Job
+from enhancer.worker import ArenaSpec, Header, MessageKind, worker_main
+
+log = logging.getLogger("enhancer.pool")
+
+
+@dataclass(eq=False)
+class Session:
+    """A job on its way through the pool."""
+
+    session_id: str
+    job: Job
+    future: Future[Job]
+    progress: Progress | None
+    priority: Priority
+    segment_frames: int  # frames per segment, at most
+    next_frame: int = 0  # of the job: the next segment starts here
+    frames_done: int = 0
+    # Segments to run again (first frame, count): those a hung worker held, once each.
+    retry: deque[tuple[int, int]] = field(default_factory=deque)
+    retried: set[int] = field(default_factory=set)
+
+    def has_work(self) -> bool:
+        return bool(self.retry) or self.next_frame < self.job.num_frames
+
+    def count_done(self, count: int) -> bool:
+        """``count`` more frames are in: tell the progress callback; True when all are."""
+        self.frames_done += count
+        if self.progress is not None:
+            try:
+                self.progress(count)
+            except Exception:
+                log.exception("a progress callback failed")
+        return self.frames_done == self.job.num_frames
+
+
+@dataclass(eq=False)
+class Task:
+    """One segment of a session, held by one worker until its result comes back."""
+
+    task_id: int
+    session: Session
+    first_frame: int  # in the job
+    count: int
+    channel: ChannelJob
+    channel_first: int  # the same frame, in its channel
+    sent_at: float
+    deadline: float
+
+
+@dataclass(eq=False)
+class Arena:
+    """A worker's shared memory and its two halves as arrays."""
+
+    memory: SharedMemory
+    samples: np.ndarray
+    result: np.ndarray
+
+    @classmethod
+    def create(cls, spec: ArenaSpec) -> Arena:
+        """A new arena laid out as ``spec`` says."""
+        memory = SharedMemory(spec.name, create=True, size=spec.size)
+        assert memory.buf is not None
+        return cls(memory, *spec.views(memory.buf))
+
+    def unlink(self) -> None:
+        del self.samples, self.result  # no array may use the memory when it is closed
+        self.memory.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.memory.unlink()
+
+
+@dataclass(eq=False)
+class Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    arena: Arena
+    ready: bool = False
+    task: Task | None = None
+    hung: bool = False  # killed by the watchdog: its segment is run again once
+
+    @classmethod
+    def start(cls, context: multiprocessing.context.SpawnContext, model_path: str,
+              num_threads: int, spec: ArenaSpec, arena: Arena) -> Worker:
+        """Spawn a worker process on ``arena``; it says READY once its model is loaded."""
+        parent_conn, child_conn = context.Pipe(duplex=True)
+        process = context.Process(target=worker_main, name="enhancer-worker", daemon=True,
+                                  args=(child_conn, model_path, num_threads, spec))
+        process.start()
+        # Only the worker may hold its end, so that its exit shows here as end-of-file.
+        child_conn.close()
+        return cls(process, parent_conn, arena)
+
+    def send_stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send_bytes(Header(MessageKind.STOP).pack())
+
+    def stop(self, timeout: float) -> None:
+        """Wait ``timeout`` for the process to end, kill it if it has not; free its arena."""
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+        self.arena.unlink()
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
+def fail(future: Future, error: BaseException) -> None:
+    """Fail ``future`` unless it is already done (finished, failed or cancelled)."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)
+
+
+def time_to_next_deadline(workers: list[Worker]) -> float | None:
+    """Seconds until the first held segment's deadline; None when no worker holds one."""
+    deadlines = [w.task.deadline for w in workers if w.task is not None]
+    return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+
+def overdue(workers: list[Worker]) -> list[tuple[Worker, Task]]:
+    """The workers past their segment's deadline, not yet killed for it, and the segment."""
+    now = time.monotonic()
+    return [(w, w.task) for w in workers
+            if w.task is not None and now > w.task.deadline and not w.hung]
+
+
+# Within this long of a live chunk, file segments are cut to this many frames.
+LIVE_RECENT_S, FILE_FRAMES_WHILE_LIVE = 1.0, 32
+
+
+def segment_limit(session: Session, last_live: float) -> int:
+    """While streams are live, file segments are short, so a chunk never waits long for a
+    worker to come free."""
+    if session.priority == Priority.FILE and time.monotonic() - last_live < LIVE_RECENT_S:
+        return min(session.segment_frames, FILE_FRAMES_WHILE_LIVE)
+    return session.segment_frames
+
+
+def next_session(round_robin: dict[Priority, deque[Session]]) -> Session | None:
+    """The next session with work, live ones first; cancelled or failed ones are dropped."""
+    for waiting in round_robin.values():  # in priority order
+        while waiting:
+            session = waiting.popleft()
+            if not session.future.done():
+                return session
+    return None
