@@ -59,12 +59,12 @@ from fastapi.testclient import TestClient
 
 from enhancer.errors import ModelError, Overloaded, PoolBroken, WorkerCrashed
 from enhancer.ray_backend import (
-    APP_PREFIX,
     DEPLOYMENT_NAME,
     RayServeBackend,
     library_error,
     segment_frames,
 )
+from enhancer.ray_serve import APP_PREFIX
 from enhancer.settings import Settings
 from service.app import create_app
 
