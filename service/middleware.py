@@ -194,7 +194,8 @@ class EnhanceLimits:
         received = 0
         while True:
             try:
-                message = await asyncio.wait_for(receive(), pause)
+                async with asyncio.timeout(pause):  # no task per chunk, as wait_for makes
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(408, f"the upload paused for more than {pause:g} s "
                                          f"(BODY_TIMEOUT_S)") from None

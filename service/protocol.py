@@ -30,8 +30,13 @@ def _timeouts() -> tuple[float, float]:
     return settings.HEADER_TIMEOUT_S, settings.WRITE_TIMEOUT_S
 
 
-class GuardedH11Protocol(H11Protocol):
-    """Give to uvicorn as ``http="service.protocol:GuardedH11Protocol"``."""
+class _Guards:
+    """The timeouts, for either of uvicorn's HTTP/1.1 protocols (it goes first in the bases)."""
+
+    cycle: Any
+    client: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,38 +45,38 @@ class GuardedH11Protocol(H11Protocol):
         self._write_timer: asyncio.TimerHandle | None = None
         self._cycle_timed: object | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._start_header_timer()
 
     def data_received(self, data: bytes) -> None:
         if self.cycle is None or self.cycle.response_complete:
             self._start_header_timer()  # the next request's headers are on their way
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self.cycle is not None and self.cycle is not self._cycle_timed:
             self._cycle_timed = self.cycle  # headers complete: the request has started
             self._cancel(self._header_timer)
             self._header_timer = None
 
-    def handle_websocket_upgrade(self, event: Any) -> None:
+    def handle_websocket_upgrade(self, *args: Any) -> None:
         # The connection now belongs to the WebSocket protocol, which has its own timeouts.
         self._cancel(self._header_timer)
         self._cancel(self._write_timer)
         self._header_timer = self._write_timer = None
-        super().handle_websocket_upgrade(event)
+        super().handle_websocket_upgrade(*args)  # type: ignore[misc]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel(self._header_timer)
         self._cancel(self._write_timer)
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def pause_writing(self) -> None:
-        super().pause_writing()
+        super().pause_writing()  # type: ignore[misc]
         if self._write_timer is None:
             self._write_timer = self.loop.call_later(self.write_timeout, self._write_expired)
 
     def resume_writing(self) -> None:
-        super().resume_writing()
+        super().resume_writing()  # type: ignore[misc]
         self._cancel(self._write_timer)
         self._write_timer = None
 
@@ -95,3 +100,18 @@ class GuardedH11Protocol(H11Protocol):
     def _cancel(timer: asyncio.TimerHandle | None) -> None:
         if timer is not None:
             timer.cancel()
+
+
+class GuardedH11Protocol(_Guards, H11Protocol):  # type: ignore[misc]
+    """uvicorn's pure-Python protocol, guarded: ``http="service.protocol:GuardedH11Protocol"``."""
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed
+    GUARDED_PROTOCOL = "service.protocol:GuardedH11Protocol"
+else:
+    class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):  # type: ignore[misc]
+        """uvicorn's C-parser protocol (much faster for large bodies), guarded."""
+
+    GUARDED_PROTOCOL = "service.protocol:GuardedHttpToolsProtocol"

@@ -62,6 +62,8 @@ def main() -> None:
 
     import uvicorn
 
+    from service.protocol import GUARDED_PROTOCOL
+
     open_files = raise_open_file_limit()
     # Beyond this many connections uvicorn answers 503 at once, before running out of files.
     connections = max(1, min(settings.MAX_CONNECTIONS, open_files - RESERVED_FILES))
@@ -78,7 +80,7 @@ def main() -> None:
         app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.APP_INTERFACE, port=settings.APP_PORT,
-        workers=settings.FRONTEND_PROCESSES, http="service.protocol:GuardedH11Protocol",
+        workers=settings.FRONTEND_PROCESSES, http=GUARDED_PROTOCOL,
         limit_concurrency=connections, ws_max_size=settings.MAX_STREAM_MESSAGE_KB * 1024,
         timeout_keep_alive=math.ceil(settings.KEEP_ALIVE_S),
         timeout_graceful_shutdown=math.ceil(settings.SHUTDOWN_TIMEOUT_S))
