@@ -1,17 +1,37 @@
 """Enhance an audio file from the command line; also the library's classic entry point.
 
-    python enhance_file.py --source-file audio_samples/speech_48000.wav \\
+    python enhance_file.py --source-file audio_samples/noisy_speech_16000.wav \\
         --destination-file enhanced.wav
 
 The same command is installed as ``enhance`` by ``pip install .``. The work is done in the
 :mod:`enhancer` package: ``enhancer.cli`` (this command), ``enhancer.files`` (file IO),
 ``enhancer.enhancer`` (``AudioEnhancer``), ``enhancer.pool`` (the worker processes).
+``from enhance_file import AudioEnhancer`` still works. Nothing is imported at the top:
+spawned workers re-import this script and should load only what they run.
 """
 
-from enhancer.enhancer import AudioEnhancer
-from enhancer.errors import EnhancerError
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from enhancer.enhancer import AudioEnhancer
+    from enhancer.errors import EnhancerError
 
 __all__ = ["AudioEnhancer", "EnhancerError"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AudioEnhancer":
+        from enhancer.enhancer import AudioEnhancer
+
+        return AudioEnhancer
+    if name == "EnhancerError":
+        from enhancer.errors import EnhancerError
+
+        return EnhancerError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if __name__ == "__main__":
     import logging

@@ -26,11 +26,11 @@ from audio_manipulations import (
     Budget,
     check_sample_rate,
 )
-from enhancer.client import RemoteEnhancer
 from enhancer.enhancer import MAX_ATTEN_LIM_DB, AudioEnhancer
 from enhancer.errors import EnhancerError
 
 if TYPE_CHECKING:
+    from enhancer.client import RemoteEnhancer
     from enhancer.settings import Settings
 
 from enhancer.files import (
@@ -185,6 +185,8 @@ def _enhancer(args: argparse.Namespace, model_path: Path, num_processes: int,
               settings: Settings) -> AudioEnhancer | RemoteEnhancer:
     """The model here, or the service named by ``--server``."""
     if args.server:
+        from enhancer.client import RemoteEnhancer
+
         return RemoteEnhancer(args.server, args.model, args.api_key, args.realtime)
     return AudioEnhancer(model_path, num_processes,
                          model_sample_rate=settings.DESIRED_SAMPLE_RATE)

@@ -17,19 +17,21 @@ import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
 from audio_manipulations import AUDIO_SUFFIXES, AudioInfo, Budget, check_samples
-from enhancer.client import RemoteEnhancer
 from enhancer.enhancer import AudioEnhancer
 from enhancer.errors import EnhancerError, InvalidAudio
+
+if TYPE_CHECKING:
+    from enhancer.client import RemoteEnhancer
 from enhancer.reading import AudioReader, open_audio
 from enhancer.writing import AudioWriter
 
 # What files are enhanced with: the model here, or a running service (--server).
-Enhancer = AudioEnhancer | RemoteEnhancer
+Enhancer: TypeAlias = "AudioEnhancer | RemoteEnhancer"
 
 # A progress bar only for inputs long enough to wait for (about 10 s at 48 kHz).
 PROGRESS_MIN_FRAMES = 500
