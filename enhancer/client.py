@@ -98,7 +98,7 @@ async def stream_enhance(url: str, chunks: Iterable[np.ndarray] | AsyncIterable[
     from websockets.exceptions import ConnectionClosed
 
     address = stream_url(url, sample_rate, channels, encoding, model, api_key, atten_lim_db)
-    async with connect(address, max_size=None) as websocket:
+    async with connect(address, max_size=None, compression=None) as websocket:
         try:
             ready = json.loads(await websocket.recv())
         except ConnectionClosed as closed:
@@ -216,7 +216,7 @@ class RemoteStream:
         from websockets.exceptions import ConnectionClosed
 
         try:
-            self._websocket = await connect(self.address, max_size=None)
+            self._websocket = await connect(self.address, max_size=None, compression=None)
             ready = json.loads(await self._websocket.recv())
         except ConnectionClosed as closed:
             raise _stream_error(closed) from None

@@ -117,6 +117,7 @@ class WorkerPool:
         self._close_lock = threading.Lock()
         self._all_ready = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
+        self._wake_due = False
         for end in (self._wake_r, self._wake_w):
             os.set_blocking(end, False)
         for _ in range(num_processes):
@@ -232,6 +233,9 @@ class WorkerPool:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
+        # After reading, not before: a byte written meanwhile may have been read above, and
+        # the sessions queued before it are taken next, by _accept_sessions.
+        self._wake_due = False
 
     def _accept_sessions(self) -> None:
         while True:
@@ -385,6 +389,9 @@ class WorkerPool:
         self._workers.clear()
 
     def _wake(self) -> None:
-        # A full pipe means the collector is already due to wake.
+        # One byte until the collector reads it: it then takes every session queued so far.
+        if self._wake_due:
+            return
+        self._wake_due = True
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")

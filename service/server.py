@@ -82,6 +82,7 @@ def main() -> None:
         app, host=settings.APP_INTERFACE, port=settings.APP_PORT,
         workers=settings.FRONTEND_PROCESSES, http=GUARDED_PROTOCOL,
         limit_concurrency=connections, ws_max_size=settings.MAX_STREAM_MESSAGE_KB * 1024,
+        ws_per_message_deflate=False,  # zlib over PCM buys nothing and costs the most CPU
         timeout_keep_alive=math.ceil(settings.KEEP_ALIVE_S),
         timeout_graceful_shutdown=math.ceil(settings.SHUTDOWN_TIMEOUT_S))
     # After Config, which sets up uvicorn's loggers: a flood of one warning (a client over
