@@ -38,7 +38,8 @@ class Settings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 1,
         description="worker processes; 0 runs the model inline in the server process")
     MAX_UPLOAD_MB: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
-        100.0, description="largest upload accepted")
+        256.0, description="largest upload accepted (10 minutes of 48 kHz stereo 16-bit WAV "
+                           "is 115 MB); its bytes also count against MAX_INFLIGHT_MB")
     MAX_AUDIO_SECONDS: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
         3600.0, description="longest audio a request may hold, seconds; checked from the "
                             "header before decoding (413). The CLI streams any length")
