@@ -22,14 +22,10 @@ __all__ = ["AudioEnhancer", "EnhancerError"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "AudioEnhancer":
-        from enhancer.enhancer import AudioEnhancer
+    if name in __all__:
+        import enhancer  # itself lazy: the name's module is loaded now
 
-        return AudioEnhancer
-    if name == "EnhancerError":
-        from enhancer.errors import EnhancerError
-
-        return EnhancerError
+        return getattr(enhancer, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -19,16 +19,15 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from bench.run_all import median_time
 from enhancer import AudioEnhancer
 from tests.helpers import DENOISER, PASSTHROUGH, ROOT, children_of
 
@@ -36,17 +35,6 @@ HEAVY = ROOT / "bench" / "heavy_model.tflite"
 RECORDING = ROOT / "audio_samples" / "speech_48000.wav"
 RESULTS = ROOT / "bench" / "ray_results.md"
 TARGET_SPEED_UP = 1.7
-
-
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def pss_mb(pids: list[int]) -> float:
@@ -72,7 +60,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def time_enhancer(enhancer: AudioEnhancer, audio: np.ndarray, repeats: int) -> float:
-    return median_time(lambda: enhancer.enhance_audio(audio), repeats)
+    return median_time(lambda: enhancer.enhance_audio(audio), repeats, warmup=2)
 
 
 def main() -> None:
