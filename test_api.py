@@ -243,6 +243,19 @@ def test_the_strength_limit_is_a_field_and_a_query_parameter(client):
     assert "atten_lim_db: Input should be greater than or equal to 0" in response.json()["detail"]
 
 
+def test_a_refused_request_gives_back_no_memory_it_never_held():
+    from tests.test_budget import flac, tone
+
+    unknown_length = flac(tone(48000 * 20), 48000, declared=0)  # sized only once decoded
+    with app_with(MAX_INFLIGHT_MB=5) as small:
+        memory = small.app.state.memory
+        response = small.post("/enhance", files={"file": ("pipe.flac", unknown_length)})
+        assert response.status_code == 413 and "MAX_INFLIGHT_MB=5" in response.json()["detail"]
+        assert memory.held == 0
+        assert_valid_request_succeeds(small)
+        assert memory.held == 0
+
+
 def test_a_body_of_another_type_gets_415_naming_the_accepted_ones(client):
     response = client.post("/enhance", content=b"hello", headers={"content-type": "text/plain"})
     assert response.status_code == 415

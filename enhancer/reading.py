@@ -310,7 +310,7 @@ def open_audio(f: IO[bytes], raw_format: str = "f32le",
 def probe_audio(data: bytes, raw_format: str = "f32le",
                 sample_rate: int | None = None) -> AudioInfo:
     """What the header of ``data`` says, without decoding any sample (see :func:`open_audio`)."""
-    with open_audio(cast(IO[bytes], MemoryFile(data)), raw_format, sample_rate) as reader:
+    with open_memory(data, raw_format, sample_rate) as reader:
         return reader.info
 
 
@@ -349,18 +349,30 @@ def decode_audio(data: bytes, raw_format: str = "f32le", sample_rate: int | None
     """
     if not data:
         raise InvalidAudio("the audio is empty")
-    with open_audio(cast(IO[bytes], MemoryFile(data)), raw_format, sample_rate) as reader:
-        info = reader.info
-        limit = None
-        if budget is not None:
-            budget.check(info, model_rate)
-            limit = budget.frame_limit(info, model_rate)
+    with open_memory(data, raw_format, sample_rate) as reader:
+        return read_decoded(reader, budget, model_rate)
 
-        def over_limit(frames: int) -> NoReturn:
-            assert budget is not None
-            budget.refuse_length(info, frames, model_rate)
 
-        samples = reader.read_all(limit, over_limit)
+def open_memory(data: bytes, raw_format: str = "f32le",
+                sample_rate: int | None = None) -> AudioReader:
+    """:func:`open_audio` on bytes in memory, read without copying them."""
+    return open_audio(cast(IO[bytes], MemoryFile(data)), raw_format, sample_rate)
+
+
+def read_decoded(reader: AudioReader, budget: Budget | None = None,
+                 model_rate: int | None = None) -> DecodedAudio:
+    """Everything ``reader`` holds, checked against ``budget`` as :func:`decode_audio` does."""
+    info = reader.info
+    limit = None
+    if budget is not None:
+        budget.check(info, model_rate)
+        limit = budget.frame_limit(info, model_rate)
+
+    def over_limit(frames: int) -> NoReturn:
+        assert budget is not None
+        budget.refuse_length(info, frames, model_rate)
+
+    samples = reader.read_all(limit, over_limit)
     if samples.shape[1] == 1:
         samples = samples.reshape(-1)
     check_samples(samples, "the audio")

@@ -28,7 +28,7 @@ from audio_manipulations import (
     decoded_samples,
 )
 from enhancer.enhancer import MAX_ATTEN_LIM_DB
-from enhancer.reading import decode_audio, probe_audio
+from enhancer.reading import open_memory, read_decoded
 from enhancer.writing import encode_audio
 from service.deps import MetricsDep, ModelsDep, SettingsDep
 from service.middleware import InflightMemory
@@ -153,22 +153,27 @@ async def enhance(
     enhancer = models.get(model)
     model_rate = enhancer.model_sample_rate
     # The header first: a request over the budget is refused before anything is decoded, and
-    # one that would not fit in the memory left waits for nothing (503).
-    info = await asyncio.to_thread(probe_audio, data, format.value, sample_rate)
-    settings.budget.check(info, model_rate)
+    # one that would not fit in the memory left waits for nothing (503). The header is read
+    # once: the same reader then decodes.
+    reader = await asyncio.to_thread(open_memory, data, format.value, sample_rate)
     memory: InflightMemory = request.app.state.memory
     held = 0
-    if info.frames is not None:
-        held = working_memory(info.frames, info.channels, info.sample_rate, model_rate)
-        memory.reserve(held)
     try:
-        audio = await asyncio.to_thread(decode_audio, data, format.value, sample_rate,
-                                        settings.budget, model_rate)
+        with reader:
+            info = reader.info
+            settings.budget.check(info, model_rate)
+            if info.frames is not None:
+                amount = working_memory(info.frames, info.channels, info.sample_rate,
+                                        model_rate)
+                memory.reserve(amount)
+                held = amount
+            audio = await asyncio.to_thread(read_decoded, reader, settings.budget, model_rate)
         del data
         if info.frames is None:  # a stream of unknown length: its size is known now
-            held = working_memory(audio.samples.shape[0], audio.channels, audio.sample_rate,
-                                  model_rate)
-            memory.reserve(held)
+            amount = working_memory(audio.samples.shape[0], audio.channels,
+                                    audio.sample_rate, model_rate)
+            memory.reserve(amount)
+            held = amount
         started = time.perf_counter()
         try:
             enhanced = await enhancer.enhance_async(audio.samples, audio.sample_rate,
