@@ -50,6 +50,11 @@ class StreamSummary:
     seconds: float = 0.0
     latency_ms: dict[str, float] | None = None  # p50 and p99 of the server's time per chunk
 
+    def update(self, message: dict[str, Any]) -> None:
+        """Take the figures of the server's closing ``{"type": "summary", ...}``."""
+        for key in ("samples_in", "samples_out", "chunks", "seconds", "latency_ms"):
+            setattr(self, key, message.get(key, getattr(self, key)))
+
 
 def stream_url(url: str, sample_rate: int, channels: int = 1, encoding: str = "f32le",
                model: str | None = None, api_key: str | None = None,
@@ -99,12 +104,7 @@ async def stream_enhance(url: str, chunks: Iterable[np.ndarray] | AsyncIterable[
 
     address = stream_url(url, sample_rate, channels, encoding, model, api_key, atten_lim_db)
     async with connect(address, max_size=None, compression=None) as websocket:
-        try:
-            ready = json.loads(await websocket.recv())
-        except ConnectionClosed as closed:
-            raise _stream_error(closed) from None
-        if ready.get("type") != "ready":
-            raise StreamError(1002, f"unexpected first message {ready!r}")
+        await _await_ready(websocket)
 
         async def send_all() -> None:
             started = time.monotonic()
@@ -126,15 +126,24 @@ async def stream_enhance(url: str, chunks: Iterable[np.ndarray] | AsyncIterable[
                 if isinstance(message, bytes):
                     yield _decode(message, encoding, channels)
                     continue
-                ended = json.loads(message)
                 if summary is not None:
-                    for key in ("samples_in", "samples_out", "chunks", "seconds",
-                                "latency_ms"):
-                        setattr(summary, key, ended.get(key, getattr(summary, key)))
+                    summary.update(json.loads(message))
                 break
             await sender
         finally:
             sender.cancel()
+
+
+async def _await_ready(websocket: Any) -> None:
+    """Wait for the server's ``{"type": "ready"}``, or the close that refused the stream."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        ready = json.loads(await websocket.recv())
+    except ConnectionClosed as closed:
+        raise _stream_error(closed) from None
+    if ready.get("type") != "ready":
+        raise StreamError(1002, f"unexpected first message {ready!r}")
 
 
 def _stream_error(closed: Exception) -> StreamError:
@@ -213,17 +222,12 @@ class RemoteStream:
 
     async def _open(self) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed
 
         try:
             self._websocket = await connect(self.address, max_size=None, compression=None)
-            ready = json.loads(await self._websocket.recv())
-        except ConnectionClosed as closed:
-            raise _stream_error(closed) from None
         except OSError as exc:
             raise StreamError(1006, f"cannot reach {self.address}: {exc}") from None
-        if ready.get("type") != "ready":
-            raise StreamError(1002, f"unexpected first message {ready!r}")
+        await _await_ready(self._websocket)
         self._reader = asyncio.create_task(self._read())
         self._started = time.monotonic()
 
@@ -235,10 +239,7 @@ class RemoteStream:
                 if isinstance(message, bytes):
                     self._received.append(_decode(message, self.encoding, self.channels))
                 else:
-                    ended = json.loads(message)
-                    for key in ("samples_in", "samples_out", "chunks", "seconds",
-                                "latency_ms"):
-                        setattr(self.summary, key, ended.get(key, getattr(self.summary, key)))
+                    self.summary.update(json.loads(message))
                     return
         except ConnectionClosed:
             pass

@@ -5,8 +5,6 @@ Knows frame length (and hop, where a model declares one); nothing of the model o
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import math
 from typing import Protocol
 
@@ -73,30 +71,6 @@ class FrameSource:
             return self._full[start:min(start + max_count, full)]
         assert self._tail is not None, f"frame {start} is past the end"
         return self._tail
-
-
-class ChannelFrames:
-    """The frames of several channels one after another, so a whole request is one session.
-
-    A backend takes turns between sessions; with one session per request, a request of 1024
-    channels gets the same share as a mono one. A block never spans two channels.
-    """
-
-    def __init__(self, channels: list[Frames]) -> None:
-        self.channels = channels
-        self.offsets = [0, *itertools.accumulate(c.num_frames for c in channels)]
-        self.num_frames = self.offsets[-1]
-        self.num_samples = sum(c.num_samples for c in channels)
-
-    def block(self, start: int, max_count: int) -> np.ndarray:
-        index = bisect.bisect_right(self.offsets, start) - 1
-        local = start - self.offsets[index]
-        channel = self.channels[index]
-        return channel.block(local, min(max_count, channel.num_frames - local))
-
-    def split(self, processed: np.ndarray) -> list[np.ndarray]:
-        """The processed frames of each channel, as views of ``processed``."""
-        return [processed[a:b] for a, b in itertools.pairwise(self.offsets)]
 
 
 def sqrt_hann(frame_length: int) -> np.ndarray:

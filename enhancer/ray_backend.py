@@ -63,7 +63,7 @@ from enhancer.errors import (
     PoolBroken,
 )
 from enhancer.framing import Framing
-from enhancer.ray_records import DeploymentState, Session, fail, plain, segment_frames
+from enhancer.ray_records import DeploymentState, plain, segment_frames
 from enhancer.ray_serve import (
     DEPLOYMENT_NAME,
     STATUS_PERIOD_S,
@@ -79,6 +79,7 @@ from enhancer.ray_serve import (
     start_application,
 )
 from enhancer.segments import ChannelJob, Job, input_length
+from enhancer.work import Session, fail
 
 if TYPE_CHECKING:
     pass
@@ -184,7 +185,7 @@ class RayServeBackend:
         if self._broken_reason is not None:
             future.set_exception(PoolBroken(self._broken_reason))
             return future
-        session = Session(session_id, job, future, progress, priority)
+        session = Session(session_id, job, future, progress, priority, segment_frames=1)
         try:
             self._loop.call_soon_threadsafe(self._enqueue, session)
         except RuntimeError:  # the loop closed in between
@@ -305,24 +306,13 @@ class RayServeBackend:
                         f"a replica of {self.app_name} returned an unusable result: "
                         f"{type(exc).__name__}: {exc}"))
                 else:
-                    session.frames_done += count
-                    self._report(session, count)
-                    if session.frames_done == session.job.num_frames:
+                    if session.count_done(count):
                         with contextlib.suppress(InvalidStateError):
                             session.future.set_result(session.job)
         finally:
             self._in_flight -= 1
             if not self._closed:
                 self._pump()
-
-    @staticmethod
-    def _report(session: Session, count: int) -> None:
-        if session.progress is None:
-            return
-        try:
-            session.progress(count)
-        except Exception:  # a caller's callback must not stop the dispatcher
-            log.exception("progress callback of %s failed", session.session_id)
 
     # ------------------------------------------------------------------------- monitor
 

@@ -1,15 +1,12 @@
-"""The Ray backend's dispatcher records: sessions, segment sizes, the deployment's state."""
+"""The Ray backend's dispatcher records: segment sizes and the deployment's state.
+
+Its sessions are the pool's (:class:`enhancer.work.Session`)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
-
-from enhancer.backend import Priority, Progress
-from enhancer.segments import Job
 
 MIN_SEGMENT_FRAMES = 64
 
@@ -40,23 +37,3 @@ class DeploymentState:
 def plain(value: Any) -> str:
     """An enum's value (Serve's details hold ``ApplicationStatus.RUNNING``), else ``str``."""
     return str(getattr(value, "value", value))
-
-
-@dataclass(eq=False)
-class Session:
-    """One job on its way through the replicas."""
-
-    session_id: str
-    job: Job
-    future: Future[Job]
-    progress: Progress | None
-    priority: Priority = Priority.FILE
-    segment_frames: int = 1
-    next_frame: int = 0
-    frames_done: int = 0
-
-
-def fail(future: Future, error: BaseException) -> None:
-    """Fail ``future`` unless it is already done (finished, failed or cancelled)."""
-    with contextlib.suppress(InvalidStateError):
-        future.set_exception(error)

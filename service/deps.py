@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -10,7 +9,7 @@ from fastapi.security import APIKeyHeader
 
 from enhancer.registry import ModelRegistry
 from enhancer.settings import Settings
-from service.middleware import Metrics
+from service.middleware import Metrics, keys_equal
 
 
 def get_settings(request: Request) -> Settings:
@@ -35,6 +34,5 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 
 def require_api_key(settings: SettingsDep,
                     key: Annotated[str | None, Depends(api_key_header)]) -> None:
-    expected = settings.API_KEY or ""
-    if not (key and secrets.compare_digest(key.encode(), expected.encode())):
+    if not keys_equal(key, settings.API_KEY or ""):
         raise HTTPException(401, "a valid X-API-Key header is required")

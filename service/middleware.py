@@ -229,6 +229,11 @@ def key_matches(scope: Scope, expected: str) -> bool:
     given = Headers(scope=scope).get("x-api-key")
     if given is None and scope["type"] == "websocket":
         given = QueryParams(scope.get("query_string", b"")).get("api_key")
+    return keys_equal(given, expected)
+
+
+def keys_equal(given: str | None, expected: str) -> bool:
+    """``given`` is the key, compared in constant time."""
     return given is not None and secrets.compare_digest(given.encode(), expected.encode())
 
 
