@@ -115,12 +115,15 @@ class Framing:
 
     With hop equal to the frame and no window (the passthrough), frames are consecutive and
     the result is bit-exact; with a smaller hop, frames overlap and are windowed with
-    sqrt-Hann on the way in and out, then overlap-added.
+    sqrt-Hann on the way in and out, then overlap-added. A model with ``context`` frames of
+    look-back sees that many frames before each block (zeros before the audio starts).
     """
 
     def __init__(self, frame_length: int, hop_length: int | None = None,
-                 window: str = "none") -> None:
+                 window: str = "none", context: int = 0) -> None:
         hop_length = frame_length if hop_length is None else hop_length
+        if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+            raise ValueError(f"'context_frames' must be a whole number from 0, got {context!r}")
         if hop_length < 1 or frame_length % hop_length:
             raise ValueError(f"'hop_length' {hop_length} must divide the frame length "
                              f"{frame_length}")
@@ -132,6 +135,10 @@ class Framing:
                              f"half a frame; consecutive frames need window 'none' (hop "
                              f"{hop_length}, frame {frame_length}, window {window!r})")
         self.frame_length, self.hop_length, self.window = frame_length, hop_length, window
+        # Frames of look-back the model needs before each frame it enhances: a block of n
+        # frames goes to the model as n + context frames, and the first context outputs
+        # are dropped (enhancer.segments.run_segment).
+        self.context = context
         self.overlapping = hop_length < frame_length
         if self.overlapping:
             self._window = sqrt_hann(frame_length)

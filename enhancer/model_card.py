@@ -27,6 +27,7 @@ class ModelCard:
     frame_length: int | None = None  # None: read from the model only
     hop_length: int | None = None  # None: the model's frame length
     window: str = "none"
+    context_frames: int = 0  # frames of look-back the model sees before each frame
     description: str = ""
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -80,9 +81,14 @@ def load_card(model_path: str | Path, default_sample_rate: int) -> ModelCard:
     if hop is not None and hop < 1:
         raise ModelError(f"model card {path}: 'hop_length' must be positive, got {hop}")
     window = get("window", str, "none")  # checked with the hop by framing_for
-    known = {"name", "sample_rate", "frame_length", "hop_length", "window", "description"}
+    context = get("context_frames", int, 0)
+    if not 0 <= context <= 1024:
+        raise ModelError(f"model card {path}: 'context_frames' must be 0-1024, got {context}")
+    known = {"name", "sample_rate", "frame_length", "hop_length", "window", "context_frames",
+             "description"}
     return ModelCard(get("name", str, model_path.stem), model_path, rate,
-                     get("frame_length", int, None), hop, window, get("description", str, ""),
+                     get("frame_length", int, None), hop, window, context,
+                     get("description", str, ""),
                      {k: v for k, v in data.items() if k not in known})
 
 
@@ -92,6 +98,6 @@ def framing_for(card: ModelCard, frame_length: int) -> Framing:
         raise ModelError(f"model card {card.card_path}: 'frame_length' is {card.frame_length} "
                          f"but the model's input frame is {frame_length}")
     try:
-        return Framing(frame_length, card.hop_length, card.window)
+        return Framing(frame_length, card.hop_length, card.window, card.context_frames)
     except ValueError as exc:
         raise ModelError(f"model card {card.card_path}: {exc}") from None

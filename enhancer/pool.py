@@ -371,7 +371,7 @@ class WorkerPool:
 
     def _spec(self, name: str) -> ArenaSpec:
         return ArenaSpec(name, self.framing.frame_length, self.framing.hop_length,
-                         self.framing.window, self.max_segment_frames)
+                         self.framing.window, self.max_segment_frames, self.framing.context)
 
     def _start_worker(self, arena: Arena | None = None) -> None:
         if arena is None:

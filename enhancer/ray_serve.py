@@ -148,12 +148,12 @@ class ModelReplica:
     """
 
     def __init__(self, model: bytes, frame_length: int, hop_length: int, window: str,
-                 num_threads: int = 1) -> None:
+                 num_threads: int = 1, context: int = 0) -> None:
         import ray
 
         from enhancer.model_runner import ModelRunner
 
-        self._framing = Framing(frame_length, hop_length, window)
+        self._framing = Framing(frame_length, hop_length, window, context)
         # ModelRunner reads a file; the interpreter maps it, so the file can go at once.
         with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
             file.write(model)
@@ -177,7 +177,7 @@ def model_application(model: bytes, framing: Framing, options: RayOptions) -> An
 
     deployment = serve.deployment(name=DEPLOYMENT_NAME, **options.deployment_options())
     return deployment(ModelReplica).bind(model, framing.frame_length, framing.hop_length,
-                                         framing.window, options.num_threads)
+                                         framing.window, options.num_threads, framing.context)
 
 
 def model_app(args: dict[str, Any]) -> Any:
@@ -206,7 +206,7 @@ def model_app(args: dict[str, Any]) -> Any:
     deployment = serve.deployment(name=DEPLOYMENT_NAME, **options)
     return deployment(ModelReplica).bind(path.read_bytes(), framing.frame_length,
                                          framing.hop_length, framing.window,
-                                         int(args.get("num_threads", 1)))
+                                         int(args.get("num_threads", 1)), framing.context)
 
 
 class ApiReplica:

@@ -73,7 +73,8 @@ class ModelRegistry:
     def describe(self) -> list[dict]:
         return [{"name": name, "sample_rate": e.model_sample_rate,
                  "frame_length": e.frame_length, "hop_length": e.framing.hop_length,
-                 "window": e.framing.window, "description": e.card.description,
+                 "window": e.framing.window, "context_frames": e.framing.context,
+                 "description": e.card.description,
                  "default": name == self.default_name}
                 for name, e in self.enhancers.items()]
 

@@ -42,8 +42,8 @@ def interior_slots(count: int, ratio: int) -> int:
 
 
 def input_length(framing: Framing, count: int) -> int:
-    """Samples a segment of ``count`` frames spans."""
-    return (count - 1) * framing.hop_length + framing.frame_length
+    """Samples a segment of ``count`` frames spans, with the model's context frames before."""
+    return (count + framing.context - 1) * framing.hop_length + framing.frame_length
 
 
 def result_length(framing: Framing, count: int) -> int:
@@ -59,15 +59,17 @@ def run_segment(run_model, framing: Framing, samples: np.ndarray, count: int,
 
     ``samples`` holds :func:`input_length` samples; ``out`` gets :func:`result_length`
     floats. ``run_model`` maps ``[n, frame]`` float32 frames to as many processed frames.
+    The first ``framing.context`` frames of ``samples`` are context: the model sees them, and
+    their outputs are dropped.
     """
-    frame, hop = framing.frame_length, framing.hop_length
+    frame, hop, context = framing.frame_length, framing.hop_length, framing.context
     ratio = frame // hop
     view = np.lib.stride_tricks.sliding_window_view(samples[:input_length(framing, count)],
                                                     frame)[::hop]
     if not framing.overlapping:
-        out[:count * frame] = run_model(np.ascontiguousarray(view)).reshape(-1)
+        out[:count * frame] = run_model(np.ascontiguousarray(view))[context:].reshape(-1)
         return
-    processed = run_model(view * framing.window_array)
+    processed = run_model(view * framing.window_array)[context:]
     shaped = (processed * framing.synthesis_array).reshape(count, ratio, hop)
     inner = interior_slots(count, ratio)
     slots = out[:inner * hop].reshape(inner, hop)
@@ -84,8 +86,9 @@ class ChannelJob:
     """One channel's samples at the model's rate, and the slots its segments fill.
 
     ``samples[i]`` is padded sample ``i + offset``: offline audio has ``frame - hop`` zeros
-    of lead-in before it (``offset = frame - hop``); a stream's chunk is already padded
-    (``offset = 0``). Samples past the end read as zeros.
+    of lead-in before it (``offset = frame - hop``); a stream's chunk is already padded and
+    starts with its context (``offset = -context · hop``). Samples before the start or past
+    the end read as zeros.
     """
 
     framing: Framing
@@ -112,10 +115,11 @@ class ChannelJob:
         return self.framing.frame_length // self.framing.hop_length
 
     def input_for(self, first: int, count: int, out: np.ndarray) -> int:
-        """Write the samples of frames ``[first, first + count)`` into ``out``; return how
-        many (zeros where they fall before or after the audio)."""
+        """Write the samples of frames ``[first, first + count)``, after those of their
+        context frames, into ``out``; return how many (zeros where they fall before or after
+        the audio)."""
         length = input_length(self.framing, count)
-        start = first * self.framing.hop_length - self.offset
+        start = (first - self.framing.context) * self.framing.hop_length - self.offset
         lo, hi = max(start, 0), min(start + length, self.samples.shape[0])
         if hi <= lo:
             out[:length] = 0

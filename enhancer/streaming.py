@@ -39,8 +39,10 @@ class StreamFramer:
 
     def __init__(self, framing: Framing) -> None:
         self.framing = framing
-        lead = framing.frame_length - framing.hop_length
-        self._pending = np.zeros(lead, np.float32)  # the whole-file path's zero lead-in
+        # The whole-file path's zero lead-in, and silence as the first frames' context.
+        self._context = framing.context * framing.hop_length
+        lead = framing.frame_length - framing.hop_length + self._context
+        self._pending = np.zeros(lead, np.float32)
         self.frames_out = 0
 
     def push(self, samples: np.ndarray) -> ChannelJob:
@@ -61,7 +63,7 @@ class StreamFramer:
 
     def _take(self, limit: int | None = None) -> ChannelJob:
         frame, hop = self.framing.frame_length, self.framing.hop_length
-        available = self._pending.shape[0]
+        available = self._pending.shape[0] - self._context
         count = 0 if available < frame else (available - frame) // hop + 1
         if limit is not None:
             count = min(count, limit)
@@ -69,7 +71,7 @@ class StreamFramer:
             self._pending[:0])
         self._pending = self._pending[count * hop:].copy()
         self.frames_out += count
-        return ChannelJob(self.framing, samples, count, offset=0)
+        return ChannelJob(self.framing, samples, count, offset=-self._context)
 
 
 class StreamJoiner:

@@ -102,10 +102,11 @@ class ArenaSpec:
     hop_length: int
     window: str
     max_frames: int
+    context: int = 0
 
     @property
     def framing(self) -> Framing:
-        return Framing(self.frame_length, self.hop_length, self.window)
+        return Framing(self.frame_length, self.hop_length, self.window, self.context)
 
     @property
     def input_floats(self) -> int:
