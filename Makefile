@@ -59,8 +59,11 @@ bench-ray: $(VENV)/.dev $(VENV)/.ray
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak --seconds 600
 
+# Synthetic held-out voices (bench/quality.md), then real recorded speech against RNNoise,
+# DeepFilterNet3 and noisereduce (bench/quality_real.md; fetches the Debian speech packages).
 bench-quality: $(VENV)/.quality
 	$(PY) -m bench.quality
+	$(PY) -m bench.quality_real
 
 train: $(VENV)/.dev
 	$(PY) -m training.train

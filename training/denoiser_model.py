@@ -1,11 +1,15 @@
-"""The denoiser: a stateless per-frame spectral mask, built only from builtin TFLite ops.
+"""The denoiser: a spectral mask from a window of past frames, only builtin TFLite ops.
 
-One windowed frame in, one frame out. Features are log energies in ERB-spaced bands plus the
-finest low-frequency bins, made level-invariant by removing their mean; a small MLP predicts a
-gain in [0, 1] per band, interpolated across bins and applied to the complex spectrum. TFLite
-has a builtin RFFT but no inverse, so the inverse is built from the forward RFFT: the masked
-spectrum's real part extended evenly plus its imaginary part extended oddly is one real
-sequence whose RFFT holds both halves of the inverse transform.
+Stateless with context: the gains for frame ``t`` come from frames ``t − C … t`` (``C =
+CONTEXT`` frames of look-back, none ahead), so any worker can run any block of frames as long
+as the block starts with ``C`` frames of context (the model card's ``context_frames``); the
+first ``C`` outputs of a block are not used. Per frame, features are log energies in
+ERB-spaced bands plus the finest low bins; the stacked window is made level-invariant by
+removing its mean. An MLP predicts a gain in [0, 1] per band (spread over the bins) and one
+per low bin (for hum lines), applied to the complex spectrum. TFLite has a builtin RFFT but no
+inverse, so the inverse is built from the forward RFFT: the masked spectrum's real part
+extended evenly plus its imaginary part extended oddly is one real sequence whose RFFT holds
+both halves of the inverse transform.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import numpy as np
 RATE = 48000
 FRAME = 1024
 HOP = 512
-BANDS = 32
-LOW_BINS = 24
+BINS = FRAME // 2 + 1
+BANDS = 48
+LOW_BINS = 40  # 47-1875 Hz: pitch harmonics and hum lines, bin by bin
+FEATURES = BANDS + LOW_BINS
+CONTEXT = 12
 FLOOR = 1e-5  # smaller constants flush to 0 in fp16 and give log(0) = -inf
 
 
@@ -38,53 +45,99 @@ def erb_band_matrices(frame_length: int = FRAME, bands: int = BANDS,
     return pool.astype(np.float32), spread.astype(np.float32)
 
 
-def build_denoiser(hidden: int = 256, seed: int = 0):
-    """The Keras model: ``[batch, FRAME, 1]`` windowed noisy frames → enhanced frames."""
+def frame_features(re: np.ndarray, im: np.ndarray) -> np.ndarray:
+    """NumPy twin of the model's features (for training): ``[n, FEATURES]`` float32."""
+    pool, _ = erb_band_matrices()
+    power = (re * re + im * im).astype(np.float32)
+    bands = np.log(power @ pool + np.float32(FLOOR))
+    low = np.log(power[:, 1:LOW_BINS + 1] + np.float32(FLOOR))
+    return np.concatenate([bands, low], axis=1).astype(np.float32)
+
+
+def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0):
+    """Two Keras models sharing one set of weights.
+
+    ``training``: (``[batch, (context + 1) · FEATURES]`` stacked features of a frame and its
+    past, ``[batch, 2, BINS]`` the frame's noisy spectrum) → ``[batch, 2, BINS]`` its masked
+    spectrum. The features come from :func:`frame_features`, so training needs no FFT.
+    ``serving``: ``[n, FRAME, 1]`` windowed consecutive frames (``n > context``) →
+    ``[n, FRAME, 1]``: zeros for the first ``context``, then the enhanced frames.
+    """
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     pool, spread = erb_band_matrices()
-    bins = FRAME // 2 + 1
+    width = (context + 1) * FEATURES
 
-    class Spectrum(keras.layers.Layer):
+    def features(re, im):
+        power = re * re + im * im
+        bands = tf.math.log(tf.matmul(power, tf.constant(pool)) + FLOOR)
+        low = tf.math.log(power[:, 1:LOW_BINS + 1] + FLOOR)
+        return tf.concat([bands, low], axis=1)
+
+    def bin_gains(gains):
+        band = tf.matmul(gains[:, :BANDS], tf.constant(spread))
+        low = tf.concat([tf.ones_like(band[:, :1]), gains[:, BANDS:],
+                         tf.ones_like(band[:, LOW_BINS + 1:])], axis=1)
+        return band * low
+
+    def normalised(stacked):
+        # Level invariance: a gain on the input shifts every log energy equally.
+        return stacked - tf.reduce_mean(stacked, axis=1, keepdims=True)
+
+    mlp = keras.Sequential([
+        keras.Input(shape=(width,)),
+        keras.layers.Dense(hidden, activation="relu"),
+        keras.layers.Dense(hidden, activation="relu"),
+        keras.layers.Dense(hidden, activation="relu"),
+        keras.layers.Dense(FEATURES, activation="sigmoid",
+                           bias_initializer=keras.initializers.Constant(3.0)),
+    ], name="gains")
+
+    class TrainStep(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.mlp = mlp  # an attribute, so Keras tracks (and trains) its weights
+
+        def call(self, inputs):
+            stacked, noisy = inputs
+            gains = bin_gains(self.mlp(normalised(stacked)))
+            return noisy * gains[:, None, :]
+
+    class Serve(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.mlp = mlp
+
         def call(self, frames):
-            spectrum = tf.signal.rfft(tf.reshape(frames, [-1, FRAME]))
-            return tf.math.real(spectrum), tf.math.imag(spectrum)
-
-    class Features(keras.layers.Layer):
-        def call(self, parts):
-            re, im = parts
-            power = re * re + im * im
-            bands = tf.math.log(tf.matmul(power, tf.constant(pool)) + FLOOR)
-            low = tf.math.log(power[:, 1:LOW_BINS + 1] + FLOOR)
-            features = tf.concat([bands, low], axis=1)
-            # Level invariance: a gain on the input shifts every log energy equally.
-            return features - tf.reduce_mean(features, axis=1, keepdims=True)
-
-    class MaskAndInvert(keras.layers.Layer):
-        def call(self, parts):
-            re, im, band_gains = parts
-            gains = tf.matmul(band_gains, tf.constant(spread))
-            re, im = re * gains, im * gains
+            s = tf.signal.rfft(tf.reshape(frames, [-1, FRAME]))
+            re, im = tf.math.real(s), tf.math.imag(s)
+            feats = features(re, im)
+            # Frame t sees frames t-context..t. The first `context` frames are only context:
+            # their outputs are zeros, unused, and cost nothing beyond their features.
+            count = tf.shape(feats)[0] - context
+            stacked = tf.concat([feats[k:k + count] for k in range(context + 1)], axis=1)
+            gains = bin_gains(self.mlp(normalised(stacked)))
+            re, im = re[context:] * gains, im[context:] * gains
             # Hermitian extension as one real sequence: even real part + odd imaginary part.
-            even = tf.concat([re, tf.reverse(re[:, 1:bins - 1], axis=[1])], axis=1)
-            odd = tf.concat([im, -tf.reverse(im[:, 1:bins - 1], axis=[1])], axis=1)
-            spectrum = tf.signal.rfft(even + odd)
-            real, imag = tf.math.real(spectrum), tf.math.imag(spectrum)
+            even = tf.concat([re, tf.reverse(re[:, 1:BINS - 1], axis=[1])], axis=1)
+            odd = tf.concat([im, -tf.reverse(im[:, 1:BINS - 1], axis=[1])], axis=1)
+            s = tf.signal.rfft(even + odd)
+            real, imag = tf.math.real(s), tf.math.imag(s)
             first = real + imag
-            second = tf.reverse((real - imag)[:, 1:bins - 1], axis=[1])
-            frames = tf.concat([first, second], axis=1) / FRAME
-            return tf.reshape(frames, [-1, FRAME, 1])
+            second = tf.reverse((real - imag)[:, 1:BINS - 1], axis=[1])
+            out = tf.concat([tf.zeros([context, FRAME]), tf.concat([first, second], axis=1)
+                             / FRAME], axis=0)
+            return tf.reshape(out, [-1, FRAME, 1])
 
-    frames = keras.Input(shape=(FRAME, 1), dtype="float32", name="audio")
-    re, im = Spectrum()(frames)
-    x = Features()([re, im])
-    x = keras.layers.Dense(hidden, activation="relu")(x)
-    x = keras.layers.Dense(hidden, activation="relu")(x)
-    gains = keras.layers.Dense(BANDS, activation="sigmoid",
-                               bias_initializer=keras.initializers.Constant(2.0))(x)
-    return keras.Model(frames, MaskAndInvert()([re, im, gains]), name="denoiser")
+    stacked_in = keras.Input(shape=(width,), dtype="float32", name="features")
+    noisy_in = keras.Input(shape=(2, BINS), dtype="float32", name="noisy")
+    training = keras.Model([stacked_in, noisy_in], TrainStep()([stacked_in, noisy_in]),
+                           name="denoiser_train")
+    serve_in = keras.Input(shape=(FRAME, 1), dtype="float32", name="audio")
+    serving = keras.Model(serve_in, Serve()(serve_in), name="denoiser")
+    return training, serving
 
 
 def export_fp16(model, tflite_path) -> bytes:
