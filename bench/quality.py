@@ -15,6 +15,7 @@ from collections import defaultdict
 import numpy as np
 from scipy.signal import istft, resample_poly, stft
 
+from bench.readme import update_section
 from enhancer import AudioEnhancer
 from enhancer.metrics import si_sdr
 from enhancer.paths import DENOISER_MODEL, PROJECT_DIR
@@ -233,5 +234,6 @@ if __name__ == "__main__":
     outcome = run()
     table = report(outcome)
     RESULTS.write_text("# Speech-quality benchmark\n\n" + table)
+    update_section("quality", table)
     (ROOT / "bench" / "quality.json").write_text(json.dumps(outcome["results"], indent=1))
     print(table)
