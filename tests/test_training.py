@@ -25,6 +25,12 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
     card = json.loads(output.with_suffix(".json").read_text())
     assert card["hop_length"] == 512 and card["window"] == "sqrt-hann"
     assert card["recipe"]["seed"] == 1234 and "scores" in card
+    assert card["context_frames"] == 12
+    # The real speech and noise it learnt from are named with their versions.
+    assert set(card["recipe"]["packages"]) == {"asterisk-core-sounds-en-g722",
+                                               "asterisk-core-sounds-it-g722",
+                                               "sound-theme-freedesktop"}
+    assert all(card["recipe"]["packages"].values())
     assert output.stat().st_size < 1_000_000  # fp16 weights
     # Builtin ops only: LiteRT without the Flex delegate loads and runs it.
     with AudioEnhancer(output, num_processes=0) as enhancer:
