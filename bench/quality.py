@@ -176,6 +176,12 @@ def mean(rows: list[dict], key: str, **where) -> float:
     return float(np.nanmean(picked))
 
 
+def targets_table(checks: list[tuple[str, bool, str]]) -> list[str]:
+    """Markdown lines of (target, met, measured) rows, after a blank line."""
+    return ["", "| target | met | measured |", "|---|---|---|",
+            *(f"| {name} | {'yes' if ok else '**no**'} | {value} |" for name, ok, value in checks)]
+
+
 def report(run_result: dict) -> str:
     results = run_result["results"]
     noisy = results["noisy input"]
@@ -225,8 +231,7 @@ def report(run_result: dict) -> str:
          output["normal"] - output["quiet 0.1x"] <= 1,
          f"{output['normal'] - output['quiet 0.1x']:+.2f} dB below"),
     ]
-    lines += ["", "| target | met | measured |", "|---|---|---|"]
-    lines += [f"| {name} | {'yes' if ok else '**no**'} | {value} |" for name, ok, value in checks]
+    lines += targets_table(checks)
     return "\n".join(lines) + "\n"
 
 

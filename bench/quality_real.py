@@ -22,7 +22,7 @@ from collections import defaultdict
 import numpy as np
 import soxr
 
-from bench.quality import aligned, noisereduce_default, rnnoise
+from bench.quality import aligned, mean, noisereduce_default, rnnoise, targets_table
 from bench.readme import update_section
 from enhancer import AudioEnhancer
 from enhancer.metrics import BAND_EDGES_HZ, band_change_db, si_sdr
@@ -192,11 +192,6 @@ def run() -> dict:
             "clean_seconds": clean_speech.shape[0] / RATE, "dfn_version": dfn.version}
 
 
-def mean(rows: list[dict], key: str, **where) -> float:
-    picked = [r[key] for r in rows if all(r[k] == v for k, v in where.items())]
-    return float(np.nanmean(picked))
-
-
 def report(outcome: dict) -> str:
     results, noisy = outcome["results"], outcome["results"]["noisy input"]
     wide = {"subset": "real 48 kHz"}
@@ -258,8 +253,7 @@ def report(outcome: dict) -> str:
          f"{pool_speed / dfn_speed:.1f}×"),
         ("speed through the pool ≥ 100× real time", pool_speed >= 100, f"{pool_speed:.0f}×"),
     ]
-    lines += ["", "| target | met | measured |", "|---|---|---|"]
-    lines += [f"| {name} | {'yes' if ok else '**no**'} | {value} |" for name, ok, value in checks]
+    lines += targets_table(checks)
     lines += ["", "Distance to DeepFilterNet3 (this model minus DeepFilterNet3): "
               f"SI-SDR gain {ours['gain'] - dfn['gain']:+.2f} dB, PESQ-WB "
               f"{ours['pesq'] - dfn['pesq']:+.2f}, STOI {ours['stoi'] - dfn['stoi']:+.3f}, "

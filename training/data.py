@@ -155,20 +155,3 @@ def mix(speech: np.ndarray, rng: np.random.Generator, snr_db: float, kind: str,
     if cutoff is not None:
         noisy, clean = lowpass(noisy, cutoff), lowpass(clean, cutoff)
     return Mixture(noisy.astype(np.float32), clean.astype(np.float32), kind, snr_db)
-
-
-def training_mixtures(speech: list[np.ndarray], count: int, seed: int) -> list[Mixture]:
-    """The training recipe: SNR −5 to 25 dB, random level, half low-passed, some silence."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        utterance = speech[i % len(speech)]
-        others = [s for j, s in enumerate(speech) if j != i % len(speech)]
-        kind = NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))]
-        cutoff = rng.uniform(3800, 20000) if rng.random() < 0.5 else None
-        m = mix(utterance, rng, float(rng.uniform(-5, 25)), kind, others,
-                float(rng.uniform(-45, -15)), cutoff)
-        if rng.random() < 0.05:  # digital silence: nothing in, nothing out
-            m = Mixture(np.zeros_like(m.noisy), np.zeros_like(m.clean), "silence", 0.0)
-        out.append(m)
-    return out
