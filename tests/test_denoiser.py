@@ -86,6 +86,16 @@ def test_clean_full_band_speech_keeps_its_bands(denoiser):
     assert all(abs(changes[band]) <= FULL_BAND_LIMITS_DB[band] for band in changes), changes
 
 
+def test_nothing_above_22_5_khz_passes(denoiser):
+    """No training speech reaches past 22.05 kHz, so the model passes nothing there rather
+    than whatever noise it is given (it used to pass it untouched)."""
+    noise = np.random.default_rng(7).standard_normal(48000).astype(np.float32) * 0.1
+    spectrum = np.abs(np.fft.rfft(denoiser.enhance_audio(noise)[4096:-4096]))
+    noise_spectrum = np.abs(np.fft.rfft(noise[4096:-4096]))
+    top = np.fft.rfftfreq(48000 - 8192, 1 / 48000) > 22700  # clear of the last band's skirt
+    assert np.sum(spectrum[top] ** 2) < 1e-4 * np.sum(noise_spectrum[top] ** 2)
+
+
 def test_the_pool_equals_one_interpreter_given_all_frames_at_once(noisy_speech):
     """Cut into many segments over two workers, each with its context frames, the result
     is the model run once over every frame (silence as the first frames' context)."""

@@ -27,6 +27,7 @@ from training.denoiser_model import (
     HOP,
     LOW_BINS,
     RATE,
+    TOP_HZ,
     build_denoiser,
     export_fp16,
     frame_features,
@@ -257,7 +258,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
             "features": f"log energies in {BANDS} ERB bands + {LOW_BINS} low bins for the "
                         f"current and {context} past frames, floor 1e-5, mean removed",
             "model": f"MLP {(context + 1) * FEATURES}-{hidden}-{hidden}-{hidden}-{FEATURES}, "
-                     f"sigmoid band and low-bin gains on the complex spectrum; fp16 weights",
+                     f"sigmoid band and low-bin gains on the complex spectrum, none above "
+                     f"{TOP_HZ / 1000:g} kHz; fp16 weights",
             "loss": ("in-band " if mask_bandwidth else "")
                     + "compressed-magnitude (power 0.3) error plus complex error relative to "
                       "the noisy frame's energy",
