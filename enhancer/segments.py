@@ -32,8 +32,8 @@ def edge_frames(count: int, ratio: int) -> list[int]:
     """Local indices of a segment's edge frames: its first and last ``ratio - 1``."""
     if ratio == 1:
         return []
-    return sorted(set(range(min(ratio - 1, count))) | set(range(max(count - ratio + 1, 0),
-                                                               count)))
+    head = min(ratio - 1, count)
+    return [*range(head), *range(max(count - ratio + 1, head), count)]
 
 
 def interior_slots(count: int, ratio: int) -> int:

@@ -15,6 +15,11 @@ Protocol (also in the README and the OpenAPI description):
    message's arrival to its enhanced samples leaving), then closes with 1000. In all,
    exactly as many samples come back as were sent, equal to ``POST /enhance`` on the whole.
 
+Messages are read as they arrive. A stream that falls behind (a burst from the client, a busy
+machine) takes every audio message waiting at once and enhances them as one chunk, which
+changes nothing in the output, so it catches up instead of falling further behind; a bad
+message in such a batch closes the stream after the audio sent before it.
+
 Close codes: 4400 bad parameter or message, 4401 no or wrong key, 4404 unknown model,
 4408 idle or not reading, 4415 unknown encoding, 4422 bad audio data, 1009 message too
 large, 1011 server error (a worker died holding a chunk), 1013 too many streams.
@@ -26,7 +31,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -43,6 +50,8 @@ from service.middleware import Metrics, key_matches
 stream_router = APIRouter()
 
 MAX_CHANNELS_PER_STREAM = 8
+# At most this much audio, as float32, is gathered into one push when messages queue up.
+MAX_GATHERED_BYTES = 1 << 20
 
 
 class StreamClosed(Exception):
@@ -154,13 +163,38 @@ async def enhance_stream(websocket: WebSocket) -> None:
             metrics.active_streams.set(streams.open)
 
 
+# Messages read ahead of the stream's processing: enough to take several at once when it falls
+# behind, few enough that a client sending faster than real time meets TCP's back-pressure.
+READ_AHEAD_MESSAGES = 16
+Received = tuple[Mapping[str, Any], float]  # an ASGI message and when it was read
+
+
+async def _read(websocket: WebSocket, inbox: asyncio.Queue[Received]) -> None:
+    """Read the client's messages as they arrive, each with its arrival time, until a text
+    message or the disconnect (the protocol has nothing to read after either)."""
+    while True:
+        try:
+            message = await websocket.receive()
+        except Exception:  # whatever the failure, the connection is gone
+            message = {"type": "websocket.disconnect", "code": 1006}
+        await inbox.put((message, time.monotonic()))
+        if message["type"] == "websocket.disconnect" or message.get("bytes") is None:
+            return
+
+
 async def _serve(websocket: WebSocket, stream: EnhancerStream, params: StreamParameters,
                  settings: Settings, metrics: Metrics) -> None:
+    """Enhance the messages read by :func:`_read`. When the stream falls behind, every audio
+    message waiting is taken at once and pushed as one chunk (the output is the same however
+    the audio is cut), so a stream catches up instead of falling further behind."""
     started = time.monotonic()
     chunks = 0
     latencies: list[float] = []
+    inbox: asyncio.Queue[Received] = asyncio.Queue(READ_AHEAD_MESSAGES)
+    reader = asyncio.create_task(_read(websocket, inbox))
+    waiting: Received | None = None  # a message taken while gathering audio
 
-    async def send(samples: np.ndarray, arrived: float) -> None:
+    async def send(samples: np.ndarray, arrivals: list[float]) -> None:
         if samples.shape[0]:
             try:
                 async with asyncio.timeout(settings.STREAM_SEND_TIMEOUT_S):
@@ -168,35 +202,83 @@ async def _serve(websocket: WebSocket, stream: EnhancerStream, params: StreamPar
             except TimeoutError:
                 raise StreamClosed(4408, "the client reads nothing: the stream is closed "
                                          "rather than buffered") from None
-        latencies.append(time.monotonic() - arrived)
-        metrics.stream_latency.observe(latencies[-1])
+        sent = time.monotonic()
+        for arrived in arrivals:  # each message's time from arrival to its samples leaving
+            latencies.append(sent - arrived)
+            metrics.stream_latency.observe(latencies[-1])
 
+    try:
+        while True:
+            if waiting is None:
+                try:
+                    async with asyncio.timeout(settings.STREAM_IDLE_TIMEOUT_S):
+                        waiting = await inbox.get()
+                except TimeoutError:
+                    raise StreamClosed(4408, f"nothing received for "
+                                             f"{settings.STREAM_IDLE_TIMEOUT_S:g} s") from None
+            message, arrived = waiting
+            waiting = None
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            if message.get("bytes") is not None:
+                samples, arrivals, waiting, bad = _gather(message, arrived, inbox, params)
+                chunks += len(arrivals)
+                if samples is not None:
+                    await send(await stream.push(samples), arrivals)
+                if bad is not None:
+                    raise bad  # after the audio sent before it
+                continue
+            if not _is_end(message.get("text")):
+                raise StreamClosed(4400, 'text messages must be {"type": "end"}')
+            await send(await stream.finish(), [arrived])
+            await websocket.send_text(json.dumps({
+                "type": "summary", "samples_in": stream.samples_in,
+                "samples_out": stream.samples_out, "chunks": chunks,
+                "seconds": round(time.monotonic() - started, 3),
+                # Time from each message's arrival to its enhanced samples leaving, ms.
+                "latency_ms": {"p50": _percentile_ms(latencies, 50),
+                               "p99": _percentile_ms(latencies, 99)}}))
+            await _close(websocket, 1000, "done")
+            return
+    finally:
+        reader.cancel()
+        try:
+            await reader
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this handler is being cancelled too: let that through
+
+
+def _gather(message: Mapping[str, Any], arrived: float, inbox: asyncio.Queue[Received],
+            params: StreamParameters) -> tuple[np.ndarray | None, list[float],
+                                                 Received | None,
+                                                 StreamClosed | None]:
+    """The samples of an audio message and of the audio messages already waiting behind it
+    (up to ``MAX_GATHERED_BYTES``), their arrival times, a non-audio message taken from the
+    inbox on the way (to handle next), and the error of a bad message (which ends the
+    gathering: the audio before it still counts)."""
+    audio: list[np.ndarray] = []
+    arrivals: list[float] = []
+    size = 0
     while True:
         try:
-            async with asyncio.timeout(settings.STREAM_IDLE_TIMEOUT_S):
-                message = await websocket.receive()
-        except TimeoutError:
-            raise StreamClosed(4408, f"nothing received for "
-                                     f"{settings.STREAM_IDLE_TIMEOUT_S:g} s") from None
-        arrived = time.monotonic()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        if message.get("bytes") is not None:
-            chunks += 1
-            await send(await stream.push(params.decode(message["bytes"])), arrived)
-            continue
-        if not _is_end(message.get("text")):
-            raise StreamClosed(4400, 'text messages must be {"type": "end"}')
-        await send(await stream.finish(), arrived)
-        await websocket.send_text(json.dumps({
-            "type": "summary", "samples_in": stream.samples_in,
-            "samples_out": stream.samples_out, "chunks": chunks,
-            "seconds": round(time.monotonic() - started, 3),
-            # Time from each message's arrival to its enhanced samples leaving, ms.
-            "latency_ms": {"p50": _percentile_ms(latencies, 50),
-                           "p99": _percentile_ms(latencies, 99)}}))
-        await _close(websocket, 1000, "done")
-        return
+            audio.append(params.decode(message["bytes"]))
+        except StreamClosed as bad:
+            return _joined(audio), arrivals, None, bad
+        arrivals.append(arrived)
+        size += audio[-1].nbytes
+        if inbox.empty() or size >= MAX_GATHERED_BYTES:
+            return _joined(audio), arrivals, None, None
+        message, arrived = inbox.get_nowait()
+        if message.get("bytes") is None:
+            return _joined(audio), arrivals, (message, arrived), None
+
+
+def _joined(audio: list[np.ndarray]) -> np.ndarray | None:
+    if not audio:
+        return None
+    return audio[0] if len(audio) == 1 else np.concatenate(audio)
 
 
 def _percentile_ms(values: list[float], q: float) -> float:

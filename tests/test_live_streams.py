@@ -129,6 +129,53 @@ def test_16_concurrent_streams_each_get_their_own_audio_back(server):
     assert all(asyncio.run(all_of_them()))
 
 
+def burst(server: LiveServer, query: str, messages: list[bytes | str]) -> tuple[
+        bytes, list[dict], int | None, str | None]:
+    """Send ``messages`` at once, reading nothing meanwhile (so they queue up at the server),
+    then read everything: the audio bytes, the text messages and the close."""
+    audio, texts = bytearray(), []
+    with connect(ws_url(server) + query) as websocket:
+        assert json.loads(websocket.recv())["type"] == "ready"
+        for message in messages:
+            websocket.send(message)
+        try:
+            while True:
+                message = websocket.recv(timeout=30)
+                if isinstance(message, bytes):
+                    audio += message
+                else:
+                    texts.append(json.loads(message))
+        except Exception:  # the close arrives as ConnectionClosed
+            pass
+        return bytes(audio), texts, websocket.close_code, websocket.close_reason
+
+
+def test_chunks_that_queue_up_are_taken_together_and_the_output_is_the_same(server):
+    """A client that sends faster than the stream is processed: the messages waiting are
+    pushed as one chunk, which changes nothing in the output; every message is counted."""
+    audio = random_audio(48000, seed=21)
+    chunks = [raw(audio[i:i + 160]) for i in range(0, len(audio), 160)]
+    out, texts, code, _ = burst(server, "?sample_rate=48000&model=denoiser_48k",
+                                [*chunks, json.dumps({"type": "end"})])
+    whole = httpx.post(f"{server.url}/enhance", files={"file": ("a.raw", raw(audio))},
+                       data={"sample_rate": "48000", "model": "denoiser_48k"}, timeout=60)
+    assert out == whole.content
+    assert code == 1000 and texts[-1]["chunks"] == len(chunks) == 300
+
+
+def test_a_bad_chunk_behind_good_ones_closes_after_their_audio_is_sent(server):
+    """Good chunks queued in front of a bad one are still enhanced and sent: nothing the
+    client sent before the bad chunk is lost."""
+    audio = random_audio(48000, seed=22)
+    good = [raw(audio[i:i + 4800]) for i in range(0, len(audio), 4800)]
+    bad = np.array([0.1, np.nan], "<f4").tobytes()
+    out, _, code, reason = burst(server, "?sample_rate=48000&model=passthrough_model_lite",
+                                 [*good, bad])
+    ready = len(audio) // 1024 * 1024  # whole 1024-sample frames of the ×3 passthrough
+    assert same_bits(np.frombuffer(out, "<f4"), audio[:ready] * np.float32(3))
+    assert code == 4422 and "NaN" in (reason or "")
+
+
 def metric(server: LiveServer, name: str) -> float:
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
         if line.startswith(f"{name} "):
