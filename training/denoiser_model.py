@@ -23,7 +23,7 @@ BINS = FRAME // 2 + 1
 BANDS = 48
 LOW_BINS = 40  # 47-1875 Hz: pitch harmonics and hum lines, bin by bin
 FEATURES = BANDS + LOW_BINS
-CONTEXT = 12
+CONTEXT = 8
 # Nothing above this passes: no training speech reaches it (44.1 kHz recordings end at
 # 22.05 kHz), so no loss ever teaches those bins, and noise there went through untouched.
 TOP_HZ = 22500.0

@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=58600,
                         help="training steps (the shipped model: 58,600 in 35 minutes)")
     parser.add_argument("--context", type=int, default=CONTEXT, help="past frames seen")
-    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--no-mask-bandwidth", dest="mask_bandwidth", action="store_false",
                         help="let the loss count each clip's bins above its measured bandwidth "
                              "too (measured: the top bands of clean speech lose 12 dB, not 7)")
