@@ -20,6 +20,9 @@ Glossary:
   sized so that one long request spreads over every worker, and large enough that the pipe
   and wake-up costs vanish.
 - *task*: one segment in flight, held by one worker (:class:`Task`).
+- *live*: a stream's chunk goes before any file's segment; while streams are live, files'
+  segments are short and never hold every worker (:func:`~enhancer.work.file_may_take`), so
+  a chunk never waits behind a file.
 - *arena*: a worker's shared memory, made once with the worker and reused: the segment's
   samples go in, its result comes out; the pipe carries only small headers.
 
@@ -252,10 +255,17 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         """Give each idle worker the next segment, sessions taking turns so none starves."""
+        file_tasks = sum(1 for w in self._workers
+                         if w.task is not None and w.task.session.priority == Priority.FILE)
         for worker in [w for w in self._workers if w.ready and w.task is None]:
             session = work.next_session(self._round_robin)
             if session is None:
                 return
+            if session.priority == Priority.FILE:
+                if not work.file_may_take(file_tasks, len(self._workers), self._last_live):
+                    self._round_robin[session.priority].appendleft(session)
+                    return  # this worker waits for live chunks
+                file_tasks += 1
             if session.retry:
                 first, count = session.retry.popleft()
             else:

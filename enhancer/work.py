@@ -172,6 +172,13 @@ def segment_limit(session: Session, last_live: float) -> int:
     return session.segment_frames
 
 
+def file_may_take(file_tasks: int, workers: int, last_live: float) -> bool:
+    """Whether a file segment may start: while streams are live, one worker is kept for their
+    chunks (when there are two or more), so a chunk never waits behind a file's segment."""
+    recent = time.monotonic() - last_live < LIVE_RECENT_S
+    return not recent or workers < 2 or file_tasks < workers - 1
+
+
 def next_session(round_robin: dict[Priority, deque[Session]]) -> Session | None:
     """The next session with work, live ones first; cancelled or failed ones are dropped."""
     for waiting in round_robin.values():  # in priority order

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import signal
@@ -346,6 +347,36 @@ def test_requests_take_turns_not_channels(pool):
     # Taking turns per channel, the small request would wait for about every block of the
     # big one; per request, it waits for a few.
     assert frames_before_small_finished < 256 * 30 / 4, frames_before_small_finished
+
+
+HEAVY = Path(__file__).resolve().parent.parent / "bench" / "heavy_model.tflite"  # ~1 ms a frame
+
+
+def test_live_chunks_do_not_wait_behind_a_files_segments():
+    """While a stream is live, a file never holds every worker: one is kept for the
+    stream's chunks, which go first. (Without that, each chunk here waited about 70 ms for a
+    worker to finish a file segment; with it, about 4 ms.)"""
+    long = random_audio(2000 * 1024, seed=30)
+    with AudioEnhancer(HEAVY, num_processes=2) as enhancer:
+        async def chunk_times() -> list[float]:
+            stream = enhancer.open_stream(48000)
+            await stream.push(np.zeros(1024, np.float32))  # a stream is live from here
+            file = threading.Thread(target=enhancer.enhance_audio, args=(long,))
+            file.start()
+            await asyncio.sleep(0.2)  # the file's segments hold the workers
+            times = []
+            for i in range(30):
+                started = time.perf_counter()
+                await stream.push(random_audio(1024, seed=i))
+                times.append(time.perf_counter() - started)
+                await asyncio.sleep(0.01)
+            running = file.is_alive()
+            await asyncio.to_thread(file.join)
+            assert running, "the file ended before the chunks were timed"
+            return times
+
+        times = asyncio.run(chunk_times())
+    assert np.median(times) < 0.02, sorted(times)
 
 
 # ------------------------------------------------------------------ shared memory
