@@ -25,7 +25,7 @@ from bench.readme import update_section
 from enhancer import AudioEnhancer
 from enhancer.framing import FrameSource
 from enhancer.model_runner import ModelRunner
-from tests.helpers import DENOISER, PASSTHROUGH, ROOT, LiveServer, children_of
+from tests.helpers import DENOISER, PASSTHROUGH, ROOT, LiveServer, children_of, cpu_seconds
 
 HEAVY = ROOT / "bench" / "heavy_model.tflite"
 RECORDING = ROOT / "audio_samples" / "speech_48000.wav"
@@ -126,14 +126,14 @@ def serial_fraction() -> list[Figure]:
     calls = 5
     with AudioEnhancer(DENOISER, num_processes=2) as pool:
         pool.enhance_audio(long)  # warm: the workers' tensors at full size
-        workers_before = sum(_cpu_seconds(pid) for pid in pool.worker_pids)
+        workers_before = sum(cpu_seconds(pid) for pid in pool.worker_pids)
         parent_before = time.process_time()
         started = time.perf_counter()
         for _ in range(calls):
             pool.enhance_audio(long)
         elapsed = (time.perf_counter() - started) / calls
         parent = (time.process_time() - parent_before) / calls
-        workers = (sum(_cpu_seconds(pid) for pid in pool.worker_pids) - workers_before) / calls
+        workers = (sum(cpu_seconds(pid) for pid in pool.worker_pids) - workers_before) / calls
     fraction = parent / (parent + workers)
     return [Figure("8. serial fraction of one long call (129 s, denoiser, 2 workers): the "
                    "parent's CPU time over parent + workers", fraction, 1.0, "%", "≤ 5 %",
@@ -141,11 +141,6 @@ def serial_fraction() -> list[Figure]:
                    f"parent {parent * 1000:.0f} ms, workers {workers * 1000:.0f} ms of CPU; "
                    f"{len(long) / 48000 / elapsed:.0f}× real time; Amdahl: 16 workers would "
                    f"give {1 / (fraction + (1 - fraction) / 16):.1f}× one")]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _echo(conn) -> None:
@@ -284,9 +279,9 @@ def _echo_over_http(audio: np.ndarray) -> float:
 
 def front_end_cpu(server: LiveServer, audio: np.ndarray, raw_body: bool) -> float:
     """The server process's CPU seconds per request (its workers not counted)."""
-    before = _cpu_seconds(server.process.pid)
+    before = cpu_seconds(server.process.pid)
     round_trip_time(server, audio, 20, raw_body)
-    return (_cpu_seconds(server.process.pid) - before) / 22  # 20 timed + 2 warm-up
+    return (cpu_seconds(server.process.pid) - before) / 22  # 20 timed + 2 warm-up
 
 
 def http_figures(audio: np.ndarray) -> list[Figure]:

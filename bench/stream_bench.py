@@ -32,13 +32,12 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
 from bench.readme import update_section
 from enhancer.client import StreamError, stream_enhance
-from tests.helpers import DENOISER, ROOT, LiveServer, children_of
+from tests.helpers import DENOISER, ROOT, LiveServer, children_of, cpu_seconds
 
 RESULTS = ROOT / "bench" / "stream_results.md"
 RATE = 48000
@@ -152,11 +151,7 @@ def streams_with_upload(server: LiveServer, url: str, audio: np.ndarray,
 
 def service_cpu_seconds(pid: int) -> float:
     """CPU time so far of the server process and its worker processes."""
-    total = 0.0
-    for process in (pid, *children_of(pid)):
-        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(cpu_seconds(process) for process in (pid, *children_of(pid)))
 
 
 def run() -> list[str]:

@@ -51,6 +51,14 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far, s."""
+    fields = _stat(pid)
+    if fields is None:
+        raise ProcessLookupError(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
     fields = _stat(pid)
