@@ -21,8 +21,10 @@ Glossary:
   and wake-up costs vanish.
 - *task*: one segment in flight, held by one worker (:class:`Task`).
 - *live*: a stream's chunk goes before any file's segment; while streams are live, files'
-  segments are short and never hold every worker (:func:`~enhancer.work.file_may_take`), so
-  a chunk never waits behind a file.
+  segments are short and stay off the *live lane*, the one worker chunks go to first
+  (:func:`~enhancer.work.pick_worker`), so a chunk never waits behind a file. The other
+  workers, the *file lanes*, run at a lower CPU priority (``FILE_LANE_NICE``): when the
+  machine is busy, a long file takes only what the live lane, the API and its clients leave.
 - *arena*: a worker's shared memory, made once with the worker and reused: the segment's
   samples go in, its result comes out; the pipe carries only small headers.
 
@@ -77,6 +79,9 @@ MAX_FAILED_STARTS = 3
 # busy machine never kills a healthy worker, and a hung one is still caught within seconds.
 DEADLINE_FACTOR = 50.0
 DEFAULT_MIN_BLOCK_DEADLINE_S = 5.0
+# The file lanes' niceness: below the API process and the live lane, so on a busy machine a
+# long file gets the CPU that live streams leave free. 0 turns it off.
+FILE_LANE_NICE = 10
 
 
 class WorkerPool:
@@ -90,8 +95,10 @@ class WorkerPool:
 
     def __init__(self, model_path: str | Path, num_processes: int, num_threads: int,
                  framing: Framing, max_segment_frames: int, seconds_per_frame: float = 1e-3,
-                 min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S) -> None:
+                 min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S,
+                 file_lane_nice: int = FILE_LANE_NICE) -> None:
         self.model_path = Path(model_path)
+        self.file_lane_nice = file_lane_nice
         self.num_processes = num_processes
         self.num_threads = num_threads
         self.framing = framing
@@ -123,8 +130,8 @@ class WorkerPool:
         self._wake_due = False
         for end in (self._wake_r, self._wake_w):
             os.set_blocking(end, False)
-        for _ in range(num_processes):
-            self._start_worker()
+        for index in range(num_processes):
+            self._start_worker(live_lane=index == 0)
         self._collector = threading.Thread(target=self._collect, name="enhancer-collector",
                                            daemon=True)
         self._collector.start()
@@ -254,18 +261,19 @@ class WorkerPool:
                     self._last_live = time.monotonic()
 
     def _dispatch(self) -> None:
-        """Give each idle worker the next segment, sessions taking turns so none starves."""
-        file_tasks = sum(1 for w in self._workers
-                         if w.task is not None and w.task.session.priority == Priority.FILE)
-        for worker in [w for w in self._workers if w.ready and w.task is None]:
+        """Give each idle worker the next segment, sessions taking turns so none starves;
+        live chunks to the live lane first, file segments to the file lanes."""
+        idle = [w for w in self._workers if w.ready and w.task is None]
+        while idle:
             session = work.next_session(self._round_robin)
             if session is None:
                 return
-            if session.priority == Priority.FILE:
-                if not work.file_may_take(file_tasks, len(self._workers), self._last_live):
-                    self._round_robin[session.priority].appendleft(session)
-                    return  # this worker waits for live chunks
-                file_tasks += 1
+            worker = work.pick_worker(idle, session.priority, len(self._workers),
+                                      self._last_live)
+            if worker is None:
+                self._round_robin[session.priority].appendleft(session)
+                return  # only file segments are left, and the live lane waits for chunks
+            idle.remove(worker)
             if session.retry:
                 first, count = session.retry.popleft()
             else:
@@ -376,18 +384,19 @@ class WorkerPool:
                                   f"(the last one {how})")
                 return
         # The dead worker's arena serves its replacement: nothing else can write to it now.
-        self._start_worker(worker.arena)
+        self._start_worker(worker.live_lane, worker.arena)
         self.restarts += 1
 
     def _spec(self, name: str) -> ArenaSpec:
         return ArenaSpec(name, self.framing.frame_length, self.framing.hop_length,
                          self.framing.window, self.max_segment_frames, self.framing.context)
 
-    def _start_worker(self, arena: Arena | None = None) -> None:
+    def _start_worker(self, live_lane: bool, arena: Arena | None = None) -> None:
         if arena is None:
             arena = Arena.create(self._spec(next(self._arena_names)))
         self._workers.append(Worker.start(self._ctx, str(self.model_path), self.num_threads,
-                                          self._spec(arena.memory.name), arena))
+                                          self._spec(arena.memory.name), arena, live_lane,
+                                          self.file_lane_nice))
 
     def _stop_workers(self) -> None:
         for worker in self._workers:

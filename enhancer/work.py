@@ -100,21 +100,24 @@ class Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
     arena: Arena
+    live_lane: bool  # the worker live chunks go to first; file lanes run at lower priority
     ready: bool = False
     task: Task | None = None
     hung: bool = False  # killed by the watchdog: its segment is run again once
 
     @classmethod
     def start(cls, context: multiprocessing.context.SpawnContext, model_path: str,
-              num_threads: int, spec: ArenaSpec, arena: Arena) -> Worker:
+              num_threads: int, spec: ArenaSpec, arena: Arena, live_lane: bool,
+              file_lane_nice: int) -> Worker:
         """Spawn a worker process on ``arena``; it says READY once its model is loaded."""
         parent_conn, child_conn = context.Pipe(duplex=True)
+        nice = 0 if live_lane else file_lane_nice
         process = context.Process(target=worker_main, name="enhancer-worker", daemon=True,
-                                  args=(child_conn, model_path, num_threads, spec))
+                                  args=(child_conn, model_path, num_threads, spec, nice))
         process.start()
         # Only the worker may hold its end, so that its exit shows here as end-of-file.
         child_conn.close()
-        return cls(process, parent_conn, arena)
+        return cls(process, parent_conn, arena, live_lane)
 
     def send_stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -172,11 +175,22 @@ def segment_limit(session: Session, last_live: float) -> int:
     return session.segment_frames
 
 
-def file_may_take(file_tasks: int, workers: int, last_live: float) -> bool:
-    """Whether a file segment may start: while streams are live, one worker is kept for their
-    chunks (when there are two or more), so a chunk never waits behind a file's segment."""
+def pick_worker(idle: list[Worker], priority: Priority, workers: int,
+                last_live: float) -> Worker | None:
+    """The idle worker a segment of ``priority`` goes to, or None if it must wait.
+
+    One worker is the *live lane*: a stream's chunk goes there first, and while streams are
+    live no file segment does (with two or more workers), so a chunk never waits behind a
+    file. The others are *file lanes*, run at a lower CPU priority (``nice``), so on a busy
+    machine a long file takes the cores the live lane, the API and its clients leave free.
+    """
+    if priority == Priority.LIVE:
+        return next((w for w in idle if w.live_lane), idle[0] if idle else None)
+    file_lane = next((w for w in idle if not w.live_lane), None)
+    if file_lane is not None:
+        return file_lane
     recent = time.monotonic() - last_live < LIVE_RECENT_S
-    return not recent or workers < 2 or file_tasks < workers - 1
+    return idle[0] if idle and (not recent or workers < 2) else None
 
 
 def next_session(round_robin: dict[Priority, deque[Session]]) -> Session | None:

@@ -17,6 +17,7 @@ This module imports only numpy and the model runner, so a spawned worker stays s
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
 import traceback
@@ -126,10 +127,14 @@ class ArenaSpec:
         return arena[:self.input_floats], arena[self.input_floats:]
 
 
-def worker_main(conn: Connection, model_path: str, num_threads: int, spec: ArenaSpec) -> None:
-    """Worker process: load the model, then run each segment the parent puts in the arena."""
+def worker_main(conn: Connection, model_path: str, num_threads: int, spec: ArenaSpec,
+                nice: int = 0) -> None:
+    """Worker process: load the model, then run each segment the parent puts in the arena;
+    at ``nice`` more than the parent's niceness (a file lane's lower CPU priority)."""
     from multiprocessing.shared_memory import SharedMemory
 
+    if nice:
+        os.nice(nice)
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -59,6 +59,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def niceness(pid: int) -> int:
+    """The nice value of ``pid``."""
+    fields = _stat(pid)
+    if fields is None:
+        raise ProcessLookupError(pid)
+    return int(fields[16])
+
+
 def process_gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
     fields = _stat(pid)
@@ -153,8 +161,9 @@ class LiveServer:
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)
+        said = self.stderr()  # before stop(), which closes the log
         self.stop()
-        raise RuntimeError(f"the server did not start: {self.stderr()}")
+        raise RuntimeError(f"the server did not start: {said}")
 
     def stderr(self) -> str:
         """What the server has written to stderr so far."""

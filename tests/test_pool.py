@@ -20,7 +20,14 @@ from enhancer import AudioEnhancer
 from enhancer.errors import EnhancerClosed, InvalidAudio, ModelError, PoolBroken, WorkerCrashed
 from enhancer.model_runner import ModelRunner
 from enhancer.segments import ChannelJob
-from tests.helpers import PASSTHROUGH, process_gone, random_audio, run_python, same_bits
+from tests.helpers import (
+    PASSTHROUGH,
+    niceness,
+    process_gone,
+    random_audio,
+    run_python,
+    same_bits,
+)
 
 LENGTHS = [1, 1023, 1024, 1025, 48000, 1_000_003]
 
@@ -129,6 +136,28 @@ def test_sigkilled_worker_fails_its_call_then_pool_recovers():
         while not enhancer.is_ready and time.monotonic() < deadline:
             time.sleep(0.05)
         assert enhancer.is_ready
+
+
+def test_one_live_lane_and_file_lanes_at_lower_priority_also_after_a_crash():
+    """Live chunks go first to the one worker at the service's own priority; the others run
+    files at FILE_LANE_NICE more, and a replacement takes the lane of the worker it replaces."""
+    own = os.nice(0)
+    with AudioEnhancer(PASSTHROUGH, num_processes=3) as enhancer:
+        pool = enhancer.backend
+        for _ in range(2):  # as started, then with the live lane replaced
+            lanes = {w.process.pid: w.live_lane for w in pool._workers}
+            assert sorted(lanes.values()) == [False, False, True]
+            assert {pid: niceness(pid) for pid in lanes} == {
+                pid: own if live else min(19, own + pool.file_lane_nice)
+                for pid, live in lanes.items()}
+            live_pid = next(pid for pid, live in lanes.items() if live)
+            os.kill(live_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while (live_pid in enhancer.worker_pids or not enhancer.is_ready) and (
+                    time.monotonic() < deadline):
+                time.sleep(0.05)
+        audio = random_audio(300_000, seed=5)
+        assert same_bits(enhancer.enhance_audio(audio, timeout=30), audio * np.float32(3))
 
 
 def test_close_leaves_no_worker_and_refuses_new_work():
