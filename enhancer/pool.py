@@ -19,7 +19,10 @@ Glossary:
   (:mod:`enhancer.segments`), so the parent only copies samples in and out. Segments are
   sized so that one long request spreads over every worker, and large enough that the pipe
   and wake-up costs vanish.
-- *task*: one segment in flight, held by one worker (:class:`Task`).
+- *task*: what one worker holds until its result comes back (:class:`Task`): one segment,
+  or, when streams' chunks queue up, several chunks at once (their share of the idle
+  workers, at most ``MAX_CHUNKS_PER_TASK``), so a busy pool pays one wake-up and one round
+  trip for many chunks.
 - *live*: a stream's chunk goes before any file's segment; while streams are live, files'
   segments are short and stay off the *live lane*, the one worker chunks go to first
   (:func:`~enhancer.work.pick_worker`), so a chunk never waits behind a file. The other
@@ -60,13 +63,14 @@ from enhancer import work
 from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError, PoolBroken, WorkerCrashed
 from enhancer.framing import Framing
-from enhancer.segments import Job, segment_frames
-from enhancer.work import Arena, Session, Task, Worker, fail
+from enhancer.segments import Job, input_length, result_length, segment_frames
+from enhancer.work import Arena, Part, Session, Task, Worker, fail
 from enhancer.worker import (
     ArenaSpec,
     Header,
     MessageKind,
     last_line,
+    task_message,
     worker_failure,
 )
 
@@ -79,6 +83,9 @@ MAX_FAILED_STARTS = 3
 # busy machine never kills a healthy worker, and a hung one is still caught within seconds.
 DEADLINE_FACTOR = 50.0
 DEFAULT_MIN_BLOCK_DEADLINE_S = 5.0
+# Most stream chunks one task takes when chunks queue up: one wake-up and one round trip for
+# all, yet a chunk waits for at most this many others before its result comes back.
+MAX_CHUNKS_PER_TASK = 8
 # The file lanes' niceness: below the API process and the live lane, so on a busy machine a
 # long file gets the CPU that live streams leave free. 0 turns it off.
 FILE_LANE_NICE = 10
@@ -108,6 +115,7 @@ class WorkerPool:
         self._arena_names = (f"{self.arena_prefix}{n}" for n in itertools.count())
         self.unprocessed_frames_queue: queue.SimpleQueue[Session] = queue.SimpleQueue()
         self.frames_processed = 0
+        self.tasks_sent = 0
         self.restarts = 0
         self.hung_workers = 0
         # The model's speed, measured: a running average over the blocks run so far.
@@ -233,7 +241,7 @@ class WorkerPool:
     def _fail_queued(self, error_type: type[Exception], message: str) -> None:
         """Fail every session not yet finished, each with an exception of its own."""
         self._accept_sessions()
-        held = [w.task.session for w in self._workers if w.task is not None]
+        held = [s for w in self._workers if w.task is not None for s in w.task.sessions]
         for waiting in self._round_robin.values():
             for session in [*waiting, *held]:
                 fail(session.future, error_type(message))
@@ -262,8 +270,11 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         """Give each idle worker the next segment, sessions taking turns so none starves;
-        live chunks to the live lane first, file segments to the file lanes."""
+        live chunks to the live lane first, file segments to the file lanes. When chunks
+        queue up, a worker takes several at once (their share, at most
+        ``MAX_CHUNKS_PER_TASK``)."""
         idle = [w for w in self._workers if w.ready and w.task is None]
+        live = self._round_robin[Priority.LIVE]
         while idle:
             session = work.next_session(self._round_robin)
             if session is None:
@@ -273,28 +284,52 @@ class WorkerPool:
             if worker is None:
                 self._round_robin[session.priority].appendleft(session)
                 return  # only file segments are left, and the live lane waits for chunks
+            share = 1
+            if session.priority == Priority.LIVE:
+                share = min(MAX_CHUNKS_PER_TASK, -(-(len(live) + 1) // len(idle)))
             idle.remove(worker)
-            if session.retry:
-                first, count = session.retry.popleft()
-            else:
-                first = session.next_frame
-                limit = work.segment_limit(session, self._last_live)
-                _, _, count = session.job.locate(first, limit)
-                session.next_frame += count
-            if session.has_work():
-                self._round_robin[session.priority].append(session)
-            channel, channel_first, count = session.job.locate(first, count)
-            channel.input_for(channel_first, count, worker.arena.samples)
+            parts: list[Part] = []
+            while session is not None:
+                if not self._take_part(session, worker.arena, parts):
+                    live.appendleft(session)  # the arena is full: it goes first next time
+                    break
+                session = (work.next_session({Priority.LIVE: live})
+                           if session.priority == Priority.LIVE and len(parts) < share
+                           else None)
             now = time.monotonic()
-            deadline = now + self.min_block_deadline_s + (
-                DEADLINE_FACTOR * count * self._seconds_per_frame)
-            worker.task = Task(next(self._task_ids), session, first, count, channel,
-                               channel_first, now, deadline)
+            task = Task(next(self._task_ids), parts, now, now + self.min_block_deadline_s
+                        + DEADLINE_FACTOR * sum(p.count for p in parts) * self._seconds_per_frame)
+            worker.task = task
+            self.tasks_sent += 1
             try:
-                worker.conn.send_bytes(Header(MessageKind.TASK, worker.task.task_id,
-                                              count).pack())
+                worker.conn.send_bytes(task_message(task.task_id, [p.count for p in parts]))
             except OSError:
                 self._replace(worker)
+
+    def _take_part(self, session: Session, arena: Arena, parts: list[Part]) -> bool:
+        """Add the session's next segment to the task's ``parts`` and its samples to the
+        arena, after those of the parts before; False if the arena has no room left for it."""
+        if session.retry:
+            first, count = session.retry[0]
+        else:
+            first = session.next_frame
+            _, _, count = session.job.locate(first, work.segment_limit(session,
+                                                                       self._last_live))
+        taken = sum(input_length(self.framing, p.count) for p in parts)
+        written = sum(result_length(self.framing, p.count) for p in parts)
+        if parts and (taken + input_length(self.framing, count) > arena.samples.shape[0]
+                      or written + result_length(self.framing, count) > arena.result.shape[0]):
+            return False
+        if session.retry:
+            session.retry.popleft()
+        else:
+            session.next_frame += count
+        if session.has_work():
+            self._round_robin[session.priority].append(session)
+        channel, channel_first, count = session.job.locate(first, count)
+        channel.input_for(channel_first, count, arena.samples[taken:])
+        parts.append(Part(session, first, count, channel, channel_first, written))
+        return True
 
     def _kill_hung_workers(self) -> None:
         """The watchdog: a worker past its segment's deadline is killed; its sentinel then
@@ -321,30 +356,47 @@ class WorkerPool:
                 return
             task = worker.task
             if (task is None or header.task_id != task.task_id
-                    or (header.kind == MessageKind.RESULT and header.count != task.count)):
+                    or (header.kind == MessageKind.RESULT and header.count != task.count)
+                    or (header.kind == MessageKind.FAILED and header.count >= len(task.parts))):
                 raise EOFError("out-of-step message")
             worker.task = None
-            session = task.session
             if header.kind == MessageKind.FAILED:
                 remote = worker.conn.recv_bytes().decode(errors="replace")
-                fail(session.future, worker_failure(
+                failed = task.parts[header.count]
+                fail(failed.session.future, worker_failure(
                     f"the model failed: {last_line(remote)}", remote))
+                for part in task.parts:  # the chunks taken with it are fine: run them again
+                    if part is not failed:
+                        self._run_again(part)
                 return
-            if session.future.done():
-                return  # cancelled or failed meanwhile: the result is dropped
-            # Straight from the arena into the job's output.
-            task.channel.store(task.channel_first, task.count, worker.arena.result)
+            for part in task.parts:
+                if not part.session.future.done():  # else cancelled or failed: dropped
+                    # Straight from the arena into the job's output.
+                    part.channel.store(part.channel_first, part.count,
+                                       worker.arena.result[part.result_at:])
         except (EOFError, OSError, TypeError, ValueError):
             self._replace(worker)
             return
         elapsed = time.monotonic() - task.sent_at
         self._seconds_per_frame = 0.9 * self._seconds_per_frame + 0.1 * elapsed / task.count
         self.frames_processed += task.count
-        if session.count_done(task.count):
-            # The caller joins where segments meet: the collector does nothing that can fail
-            # for one request. The caller may have cancelled meanwhile.
-            with contextlib.suppress(InvalidStateError):
-                session.future.set_result(session.job)
+        for part in task.parts:
+            session = part.session
+            if not session.future.done() and session.count_done(part.count):
+                # The caller joins where segments meet: the collector does nothing that can
+                # fail for one request. The caller may have cancelled meanwhile.
+                with contextlib.suppress(InvalidStateError):
+                    session.future.set_result(session.job)
+
+    def _run_again(self, part: Part) -> None:
+        """Queue a part's frames to run again, first in their session's turn."""
+        session = part.session
+        if session.future.done():
+            return
+        session.retry.append((part.first_frame, part.count))
+        waiting = self._round_robin[session.priority]
+        if session not in waiting:
+            waiting.appendleft(session)
 
     def _replace(self, worker: Worker) -> None:
         """A worker died: fail the session it held and start another worker in its place."""
@@ -362,17 +414,16 @@ class WorkerPool:
         else:
             how = work.describe_exit(worker.process.exitcode)
         log.warning("worker process %s %s", worker.process.pid, how)
-        if task is not None and worker.hung and task.first_frame not in task.session.retried:
-            # Hung, not crashed: the block is likely fine, so it runs once more elsewhere.
-            # (A block that crashes a worker is not retried: it could crash the next one.)
-            task.session.retried.add(task.first_frame)
-            task.session.retry.append((task.first_frame, task.count))
-            waiting = self._round_robin[task.session.priority]
-            if task.session not in waiting:
-                waiting.appendleft(task.session)
-        elif task is not None:
-            fail(task.session.future, WorkerCrashed(
-                f"worker process {worker.process.pid} {how} while processing this request"))
+        for part in task.parts if task is not None else []:
+            if worker.hung and part.first_frame not in part.session.retried:
+                # Hung, not crashed: the block is likely fine, so it runs once more elsewhere.
+                # (A block that crashes a worker is not retried: it could crash the next one.)
+                part.session.retried.add(part.first_frame)
+                self._run_again(part)
+            else:
+                fail(part.session.future, WorkerCrashed(
+                    f"worker process {worker.process.pid} {how} while processing this "
+                    f"request"))
         if self._closing:
             worker.arena.unlink()
             return
@@ -403,8 +454,8 @@ class WorkerPool:
             worker.send_stop()
         for worker in self._workers:
             worker.stop(WORKER_STOP_TIMEOUT_S)
-            if worker.task is not None:
-                fail(worker.task.session.future, EnhancerClosed("the enhancer was closed"))
+            for session in worker.task.sessions if worker.task is not None else []:
+                fail(session.future, EnhancerClosed("the enhancer was closed"))
         self._workers.clear()
 
     def _wake(self) -> None:

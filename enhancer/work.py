@@ -1,4 +1,4 @@
-"""The pool's typed work records: a session, a task, a worker and its arena.
+"""The pool's typed work records: a session, a task and its parts, a worker and its arena.
 
 Owned by the collector thread of :mod:`enhancer.pool`; nothing here does any work.
 
@@ -60,17 +60,35 @@ class Session:
 
 
 @dataclass(eq=False)
-class Task:
-    """One segment of a session, held by one worker until its result comes back."""
+class Part:
+    """One segment of a task: ``count`` frames of one channel of a session's job."""
 
-    task_id: int
     session: Session
     first_frame: int  # in the job
     count: int
     channel: ChannelJob
     channel_first: int  # the same frame, in its channel
+    result_at: int  # where its result starts in the arena's output half
+
+
+@dataclass(eq=False)
+class Task:
+    """What one worker holds until its result comes back: a file's segment, or several
+    streams' chunks taken together."""
+
+    task_id: int
+    parts: list[Part]
     sent_at: float
     deadline: float
+
+    @property
+    def count(self) -> int:
+        """Frames in all."""
+        return sum(part.count for part in self.parts)
+
+    @property
+    def sessions(self) -> list[Session]:
+        return [part.session for part in self.parts]
 
 
 @dataclass(eq=False)

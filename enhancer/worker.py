@@ -1,16 +1,21 @@
 """A worker process of the pool and the wire protocol it speaks with the collector.
 
 Each worker holds one LiteRT interpreter, one duplex pipe to the parent and one shared-memory
-*arena*, made by the parent and reused for every segment: the parent writes a segment's
-samples into the arena's input half, the worker frames, windows, runs and overlap-adds them
-(:func:`process_audio`) and writes the result into the output half. The pipe carries only
-fixed headers (:data:`HEADER`: kind, task id, count) and, on failure, a traceback::
+*arena*, made by the parent and reused for every task: the parent writes a task's segments'
+samples into the arena's input half, one after another; the worker frames, windows, runs and
+overlap-adds each (:func:`process_audio`) and writes the results into the output half, in the
+same order. The pipe carries only fixed headers (:data:`HEADER`: kind, task id, count), a
+TASK's segment sizes and, on failure, a traceback::
 
-    parent → worker   TASK   task id, frame count   (the samples are in the arena)
-                      STOP   -                      -
-    worker → parent   READY  -, frame length        -
-                      RESULT task id, frame count   (the result is in the arena)
-                      FAILED task id (0: at load)   payload: the worker's traceback, UTF-8
+    parent → worker   TASK   task id, frames in all  payload: each segment's frame count
+                      STOP   -                       -
+    worker → parent   READY  -, frame length         -
+                      RESULT task id, frames in all  (the results are in the arena)
+                      FAILED task id (0: at load),   payload: the worker's traceback, UTF-8
+                             the segment that failed
+
+A task is one segment of a file, or several streams' chunks taken together when chunks queue
+up (one wake-up and one round trip for all of them).
 
 This module imports only numpy and the model runner, so a spawned worker stays small.
 """
@@ -34,6 +39,7 @@ from enhancer.model_runner import ModelRunner
 from enhancer.segments import input_length, result_length, run_segment
 
 HEADER = struct.Struct("<BQI")
+SEGMENT_COUNTS = "<u4"  # a TASK's payload: the frame count of each of its segments
 
 
 class MessageKind(IntEnum):
@@ -57,8 +63,19 @@ class Header:
 
     @classmethod
     def unpack(cls, data: bytes) -> Header:
-        kind, task_id, count = HEADER.unpack(data)
+        kind, task_id, count = HEADER.unpack_from(data)
         return cls(MessageKind(kind), task_id, count)
+
+
+def task_message(task_id: int, counts: list[int]) -> bytes:
+    """A TASK header and its segments' frame counts, as one message."""
+    return (Header(MessageKind.TASK, task_id, sum(counts)).pack()
+            + np.asarray(counts, SEGMENT_COUNTS).tobytes())
+
+
+def segment_counts(message: bytes) -> np.ndarray:
+    """The segments' frame counts of a TASK message."""
+    return np.frombuffer(message, SEGMENT_COUNTS, offset=HEADER.size)
 
 
 class RemoteTraceback(Exception):
@@ -91,6 +108,28 @@ def process_audio(runner: ModelRunner, framing: Framing, samples: np.ndarray, co
     processed frames, windowed and overlap-added (:func:`enhancer.segments.run_segment`),
     into ``out``."""
     run_segment(runner.run, framing, samples, count, out)
+
+
+class SegmentFailed(Exception):
+    """The model failed on one segment of a task (its index), with the original as cause."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def process_task(runner: ModelRunner, framing: Framing, samples: np.ndarray,
+                 counts: np.ndarray, out: np.ndarray) -> None:
+    """Run :func:`process_audio` on each segment of a task, laid out one after another in
+    ``samples`` and, as results, in ``out``."""
+    taken = written = 0
+    for index, count in enumerate(counts.tolist()):
+        try:
+            process_audio(runner, framing, samples[taken:], count, out[written:])
+        except Exception as exc:
+            raise SegmentFailed(index) from exc
+        taken += input_length(framing, count)
+        written += result_length(framing, count)
 
 
 @dataclass(frozen=True)
@@ -159,14 +198,16 @@ def _serve(conn: Connection, runner: ModelRunner, spec: ArenaSpec, arena: Any) -
     conn.send_bytes(Header(MessageKind.READY, 0, runner.frame_length).pack())
     try:
         while True:
-            header = Header.unpack(conn.recv_bytes())
+            message = conn.recv_bytes()
+            header = Header.unpack(message)
             if header.kind == MessageKind.STOP:
                 return
             try:
-                process_audio(runner, framing, samples, header.count, out)
-            except Exception:  # the model failed on this input: report, keep serving
-                conn.send_bytes(Header(MessageKind.FAILED, header.task_id).pack())
-                conn.send_bytes(traceback.format_exc().encode())
+                process_task(runner, framing, samples, segment_counts(message), out)
+            except SegmentFailed as failed:  # the model failed on this input: report, serve on
+                conn.send_bytes(Header(MessageKind.FAILED, header.task_id, failed.index).pack())
+                cause = failed.__cause__ or failed
+                conn.send_bytes("".join(traceback.format_exception(cause)).encode())
                 continue
             conn.send_bytes(Header(MessageKind.RESULT, header.task_id, header.count).pack())
     except (EOFError, OSError):

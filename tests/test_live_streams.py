@@ -53,6 +53,43 @@ def test_a_stream_equals_the_whole_file_sample_for_sample(pool, denoiser, model,
     assert same_bits(streamed, enhancer.enhance(audio, rate))
 
 
+def test_queued_chunks_of_many_streams_share_tasks_and_each_stream_stays_exact():
+    """Chunks that queue up (here: 20 streams push while the only worker is stopped) are
+    taken several to a task, at most MAX_CHUNKS_PER_TASK, and each stream still gets exactly
+    its own audio."""
+    from enhancer.pool import MAX_CHUNKS_PER_TASK
+
+    audios = [random_audio(24000 + 31 * i, seed=100 + i) for i in range(20)]
+    with AudioEnhancer(DENOISER, num_processes=1) as enhancer:
+        pool = enhancer.backend
+
+        async def streamed() -> tuple[list[np.ndarray], int]:
+            streams = [enhancer.open_stream(48000) for _ in audios]
+            worker = enhancer.worker_pids[0]
+            os.kill(worker, signal.SIGSTOP)
+            try:
+                before = pool.tasks_sent
+                first = [asyncio.ensure_future(s.push(a[:4800]))
+                         for s, a in zip(streams, audios, strict=True)]
+                while pool.pending_sessions < len(audios):
+                    await asyncio.sleep(0.01)
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            outs = [[part] for part in await asyncio.gather(*first)]
+            tasks = pool.tasks_sent - before
+            for stream, audio, out in zip(streams, audios, outs, strict=True):
+                out.append(await stream.push(audio[4800:]))
+                out.append(await stream.finish())
+            return [np.concatenate(o)[:, 0] for o in outs], tasks
+
+        outs, tasks = asyncio.run(streamed())
+        # 8 to a task; the first task may have left before all 20 were queued. (One each: 20.)
+        fewest = -(-len(audios) // MAX_CHUNKS_PER_TASK)
+        assert fewest <= tasks <= fewest + 1 and tasks < len(audios)
+        for audio, out in zip(audios, outs, strict=True):
+            assert same_bits(out, enhancer.enhance(audio, 48000))
+
+
 @pytest.mark.parametrize("model", ["passthrough", "denoiser"])
 def test_chunks_larger_than_a_segment_are_run_in_pieces_and_still_equal(pool, denoiser, model):
     enhancer = pool if model == "passthrough" else denoiser

@@ -21,6 +21,7 @@ from enhancer.errors import EnhancerClosed, InvalidAudio, ModelError, PoolBroken
 from enhancer.model_runner import ModelRunner
 from enhancer.segments import ChannelJob
 from tests.helpers import (
+    DENOISER,
     PASSTHROUGH,
     niceness,
     process_gone,
@@ -309,6 +310,42 @@ def test_a_worker_failure_carries_the_workers_traceback(tmp_path):
     error = worker_failure("the model failed: ValueError: bad", "Traceback...\nValueError: bad\n")
     assert isinstance(error, ModelError) and isinstance(error.__cause__, RemoteTraceback)
     assert "ValueError: bad" in "".join(traceback.format_exception(error))
+
+
+def test_a_task_of_several_segments_is_each_segment_run_alone_and_names_a_failing_one():
+    """A worker's task of several chunks gives each chunk's result as if it ran alone; when
+    the model fails on one, the failure names that segment (the others run again)."""
+    from enhancer.model_card import framing_for, load_card
+    from enhancer.segments import input_length, result_length
+    from enhancer.worker import SegmentFailed, process_audio, process_task
+
+    runner = ModelRunner(DENOISER)
+    framing = framing_for(load_card(DENOISER, 48000), runner.frame_length)
+    counts = np.array([1, 3, 2], "<u4")
+    sizes = [input_length(framing, int(n)) for n in counts]
+    samples = random_audio(sum(sizes), seed=9)
+    out = np.full(sum(result_length(framing, int(n)) for n in counts), np.nan, np.float32)
+    process_task(runner, framing, samples, counts, out)
+    taken = written = 0
+    for count, size in zip(counts.tolist(), sizes, strict=True):
+        alone = np.empty(result_length(framing, count), np.float32)
+        process_audio(runner, framing, samples[taken:taken + size], count, alone)
+        assert same_bits(out[written:written + alone.shape[0]], alone)
+        taken, written = taken + size, written + alone.shape[0]
+    assert written == out.shape[0]
+
+    class FailsOnSecondCall:
+        calls = 0
+
+        def run(self, frames: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 2:
+                raise ValueError("bad frames")
+            return frames
+
+    with pytest.raises(SegmentFailed) as failed:
+        process_task(FailsOnSecondCall(), framing, samples, counts, out)  # type: ignore[arg-type]
+    assert failed.value.index == 1 and isinstance(failed.value.__cause__, ValueError)
 
 
 # ------------------------------------------------------------------ the watchdog
