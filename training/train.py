@@ -27,10 +27,12 @@ from training.denoiser_model import (
     HOP,
     LOW_BINS,
     RATE,
+    SPARSE,
     TOP_HZ,
     build_denoiser,
     export_fp16,
     frame_features,
+    lookback,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,12 +63,14 @@ def framed(pair: mixing.Pair, context: int, shift: int) -> Framed:
 
 
 def examples(pool: list[Framed], count: int, rng: np.random.Generator,
-             context: int, mask_bandwidth: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+             offsets: list[int], mask_bandwidth: bool = False
+             ) -> tuple[list[np.ndarray], np.ndarray]:
     """``count`` random frames: ([stacked features of each frame and its past, its noisy
     spectrum], ``[n, 3, BINS]`` targets: clean re, clean im, and the noisy energy and the
     first bin above the bandwidth)."""
     per_pair = rng.multinomial(count, np.full(len(pool), 1 / len(pool)))
-    stacked = np.empty((count, (context + 1) * FEATURES), np.float32)
+    rows = offsets[0] - np.asarray(offsets)  # in the features, which have silence in front
+    stacked = np.empty((count, len(offsets) * FEATURES), np.float32)
     noisy = np.empty((count, BINS), np.complex64)
     clean = np.empty((count, BINS), np.complex64)
     bandwidth = np.empty(count, np.float32)
@@ -75,7 +79,7 @@ def examples(pool: list[Framed], count: int, rng: np.random.Generator,
         if not n:
             continue
         t = rng.integers(0, item.noisy.shape[0], n)
-        stacked[at:at + n] = item.features[t[:, None] + np.arange(context + 1)].reshape(n, -1)
+        stacked[at:at + n] = item.features[t[:, None] + rows].reshape(n, -1)
         noisy[at:at + n], clean[at:at + n] = item.noisy[t], item.clean[t]
         bandwidth[at:at + n] = item.bandwidth
         at += n
@@ -163,7 +167,7 @@ def evaluate(serving, context: int, pairs: list[mixing.Pair], clean_wide: list) 
 
 def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_utterances: int,
           batch: int, hidden: int, context: int, pool_size: int, smoke: bool = False,
-          mask_bandwidth: bool = True) -> dict:
+          mask_bandwidth: bool = True, sparse: tuple[int, ...] = SPARSE) -> dict:
     import keras
 
     started = time.monotonic()
@@ -193,9 +197,12 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
                 + mixing.pieces_from_clips(clips, 3.0, rng, count - count // 4 - wide))
         fake = [synthetic[int(rng.integers(len(synthetic)))] for _ in range(count // 4)]
         pairs = mixing.training_pairs(real + fake, count, rng, talkers, music, events)
-        return [framed(p, context, int(rng.integers(HOP))) for p in pairs]
+        return [framed(p, needed, int(rng.integers(HOP))) for p in pairs]
 
-    training, serving = build_denoiser(hidden=hidden, context=context, seed=seed)
+    offsets = lookback(context, sparse)
+    needed = offsets[0]  # frames of look-back a block needs: the card's context_frames
+    training, serving = build_denoiser(hidden=hidden, context=context, seed=seed,
+                                       sparse=sparse)
     training.compile(optimizer=keras.optimizers.Adam(1e-3), loss=spectral_loss)
     pool = new_pairs(pool_size)
     steps, losses, chunk = 0, [], 100
@@ -211,7 +218,7 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
         nonlocal pool
         fresh = pool_size // 16
         pool = pool[fresh:] + new_pairs(fresh)
-        return examples(pool, batch * chunk, rng, context, mask_bandwidth)
+        return examples(pool, batch * chunk, rng, offsets, mask_bandwidth)
 
     with ThreadPoolExecutor(1) as prefetch:  # the next chunk is made while this one trains
         upcoming = prefetch.submit(next_chunk)
@@ -232,12 +239,14 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
     export_fp16(serving, output)
     serving.save_weights(output.with_suffix(".weights.h5"))  # to re-export or fine-tune
     held_pairs, clean_wide = held_out_pairs(root, seed + 100, 12 if smoke else 60)
+    seen_further = (f" and those {', '.join(map(str, sorted(sparse)))} frames back"
+                    if sparse else "")
     card = {
         "name": output.stem, "sample_rate": RATE, "frame_length": FRAME, "hop_length": HOP,
-        "window": "sqrt-hann", "context_frames": context,
+        "window": "sqrt-hann", "context_frames": needed,
         "description": f"Speech denoiser: spectral mask from the current and {context} past "
-                       f"frames (stateless MLP on ERB band energies), 48 kHz, 1024-sample "
-                       f"frames, 50 % overlap, causal.",
+                       f"frames{seen_further} (stateless MLP on ERB band energies), 48 kHz, "
+                       f"1024-sample frames, 50 % overlap, causal.",
         "recipe": {
             "speech": {
                 "real": f"Debian packages (recipe.packages): "
@@ -256,8 +265,9 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
                      "SNR -5 to 20 dB, 15 % clean; level -45 to -15 dBFS RMS; a quarter "
                      "low-passed at 3.8-20 kHz; 3 % digital silence",
             "features": f"log energies in {BANDS} ERB bands + {LOW_BINS} low bins for the "
-                        f"current and {context} past frames, floor 1e-5, mean removed",
-            "model": f"MLP {(context + 1) * FEATURES}-{hidden}-{hidden}-{hidden}-{FEATURES}, "
+                        f"current and {context} past frames{seen_further}, floor 1e-5, mean "
+                        f"removed",
+            "model": f"MLP {len(offsets) * FEATURES}-{hidden}-{hidden}-{hidden}-{FEATURES}, "
                      f"sigmoid band and low-bin gains on the complex spectrum, none above "
                      f"{TOP_HZ / 1000:g} kHz; fp16 weights",
             "loss": ("in-band " if mask_bandwidth else "")
@@ -270,7 +280,7 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
             "packages": versions,
             "seed": seed,
         },
-        "scores": {"held_out_real_speech": evaluate(serving, context, held_pairs, clean_wide),
+        "scores": {"held_out_real_speech": evaluate(serving, needed, held_pairs, clean_wide),
                    "held_out_mixtures": len(held_pairs)},
     }
     output.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
@@ -286,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=58600,
                         help="training steps (the shipped model: 58,600 in 35 minutes)")
     parser.add_argument("--context", type=int, default=CONTEXT, help="past frames seen")
+    parser.add_argument("--sparse", type=lambda text: tuple(int(n) for n in text.split(",") if n),
+                        default=SPARSE, help="further past frames seen (default "
+                                             f"{','.join(map(str, SPARSE))}; none: '')")
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--no-mask-bandwidth", dest="mask_bandwidth", action="store_false",
                         help="let the loss count each clip's bins above its measured bandwidth "
@@ -299,9 +312,10 @@ if __name__ == "__main__":
     args = build_parser().parse_args()
     if args.smoke:
         result = train(args.output, args.seed, minutes=1, max_steps=100, espeak_utterances=4,
-                       batch=32, hidden=32, context=args.context, pool_size=16, smoke=True)
+                       batch=32, hidden=32, context=args.context, pool_size=16, smoke=True,
+                       sparse=args.sparse)
     else:
         result = train(args.output, args.seed, args.minutes, args.steps, espeak_utterances=300,
                        batch=256, hidden=args.hidden, context=args.context, pool_size=400,
-                       mask_bandwidth=args.mask_bandwidth)
+                       mask_bandwidth=args.mask_bandwidth, sparse=args.sparse)
     print(json.dumps(result, indent=2))
