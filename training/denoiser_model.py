@@ -75,11 +75,13 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
                    sparse: tuple[int, ...] = SPARSE):
     """Two Keras models sharing one set of weights.
 
-    ``training``: (``[batch, (context + 1) · FEATURES]`` stacked features of a frame and its
-    past, ``[batch, 2, BINS]`` the frame's noisy spectrum) → ``[batch, 2, BINS]`` its masked
-    spectrum. The features come from :func:`frame_features`, so training needs no FFT.
-    ``serving``: ``[n, FRAME, 1]`` windowed consecutive frames (``n > context``) →
-    ``[n, FRAME, 1]``: zeros for the first ``context``, then the enhanced frames.
+    ``training``: (``[batch, len(lookback(context, sparse)) · FEATURES]`` stacked features
+    of a frame and the past frames it sees, ``[batch, 2, BINS]`` the frame's noisy
+    spectrum) → ``[batch, 2, BINS]`` its masked spectrum. The features come from
+    :func:`frame_features`, so training needs no FFT.
+    ``serving``: ``[n, FRAME, 1]`` windowed consecutive frames (``n > lead``, ``lead`` the
+    oldest look-back, the card's ``context_frames``) → ``[n, FRAME, 1]``: zeros for the
+    first ``lead``, then the enhanced frames.
     """
     import keras
     import tensorflow as tf
@@ -88,7 +90,7 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
     pool, spread = erb_band_matrices()
     offsets = lookback(context, sparse)
     width = len(offsets) * FEATURES
-    context = offsets[0]  # frames a block needs in front
+    lead = offsets[0]  # frames a block needs in front
 
     def features(re, im):
         power = re * re + im * im
@@ -134,12 +136,12 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
 
         def call(self, frames):
             frames = tf.reshape(frames, [-1, FRAME])
-            # Output frame j sees the rows j + context - k, for k in offsets. The first
-            # `context` rows are only look-back: their outputs are zeros, unused. Only the
+            # Output frame j sees the rows j + lead - k, for k in offsets. The first
+            # `lead` rows are only look-back: their outputs are zeros, unused. Only the
             # rows some output sees are transformed: a stream's one-frame chunk with sparse
-            # look-back needs len(offsets) of its context + 1 rows.
-            count = tf.shape(frames)[0] - context
-            seen = tf.constant([[context - k for k in offsets]], tf.int32)
+            # look-back needs len(offsets) of its lead + 1 rows.
+            count = tf.shape(frames)[0] - lead
+            seen = tf.constant([[lead - k for k in offsets]], tf.int32)
             needed, where = tf.unique(tf.reshape(tf.range(count)[:, None] + seen, [-1]))
             s = tf.signal.rfft(tf.gather(frames, needed))
             re_all, im_all = tf.math.real(s), tf.math.imag(s)
@@ -155,7 +157,7 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
             real, imag = tf.math.real(s), tf.math.imag(s)
             first = real + imag
             second = tf.reverse((real - imag)[:, 1:BINS - 1], axis=[1])
-            out = tf.concat([tf.zeros([context, FRAME]), tf.concat([first, second], axis=1)
+            out = tf.concat([tf.zeros([lead, FRAME]), tf.concat([first, second], axis=1)
                              / FRAME], axis=0)
             return tf.reshape(out, [-1, FRAME, 1])
 
