@@ -25,7 +25,8 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
     card = json.loads(output.with_suffix(".json").read_text())
     assert card["hop_length"] == 512 and card["window"] == "sqrt-hann"
     assert card["recipe"]["seed"] == 1234 and "scores" in card
-    assert card["context_frames"] == 64  # the last 8 frames, and sparsely up to 64 back
+    # The last 8 frames, sparsely up to 64 back, and the 4 frames whose gains are held.
+    assert card["context_frames"] == 68
     # The real speech and noise it learnt from are named with their versions.
     assert set(card["recipe"]["packages"]) == {"asterisk-core-sounds-en-g722",
                                                "asterisk-core-sounds-it-g722",
@@ -40,3 +41,47 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
         assert out.shape == audio.shape and np.isfinite(out).all()
         silence = enhancer.enhance_audio(np.zeros(4096, np.float32))
         assert np.all(silence == 0)
+
+
+def test_served_gains_are_held_then_released():
+    """The serving graph holds each frame's gains at RELEASE^k times those k <= HOLD frames
+    back, where that is more: checked against NumPy on a small untrained model."""
+    from training.denoiser_model import (
+        BANDS,
+        FRAME,
+        HOLD,
+        LOW_BINS,
+        RATE,
+        RELEASE,
+        TOP_HZ,
+        build_denoiser,
+        context_frames,
+        erb_band_matrices,
+        frame_features,
+        lookback,
+    )
+
+    _, serving = build_denoiser(hidden=16, seed=3)
+    mlp = next(layer.mlp for layer in serving.layers if hasattr(layer, "mlp"))
+    rng = np.random.default_rng(0)
+    lead, offsets = context_frames(), np.asarray(lookback())
+    count = lead + 12
+    levels = 10 ** rng.uniform(-3, 0, count)  # levels that jump, so gains do too
+    frames = (rng.standard_normal((count, FRAME)) * levels[:, None]).astype(np.float32)
+
+    spectra = np.fft.rfft(frames, axis=1)
+    features = frame_features(spectra.real, spectra.imag)
+    with_gains = np.arange(offsets[0], count)
+    stacked = features[with_gains[:, None] - offsets].reshape(len(with_gains), -1)
+    raw = np.asarray(mlp(stacked - stacked.mean(axis=1, keepdims=True)))
+    held = np.max([RELEASE ** k * raw[HOLD - k:len(raw) - k] for k in range(HOLD + 1)], axis=0)
+    assert (held > raw[HOLD:] * 1.01).any()  # the hold does something here
+    _, spread = erb_band_matrices()
+    low = np.ones((len(held), spread.shape[1]), np.float32)
+    low[:, 1:LOW_BINS + 1] = held[:, BANDS:]
+    top = np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ
+    expected = np.fft.irfft(spectra[lead:] * (held[:, :BANDS] @ spread) * low * top, FRAME)
+
+    served = np.asarray(serving(frames[..., None], training=False))[..., 0]
+    assert not served[:lead].any()
+    np.testing.assert_allclose(served[lead:], expected, atol=1e-5 * np.abs(expected).max())

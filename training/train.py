@@ -24,12 +24,15 @@ from training.denoiser_model import (
     CONTEXT,
     FEATURES,
     FRAME,
+    HOLD,
     HOP,
     LOW_BINS,
     RATE,
+    RELEASE,
     SPARSE,
     TOP_HZ,
     build_denoiser,
+    context_frames,
     export_fp16,
     frame_features,
     lookback,
@@ -197,10 +200,10 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
                 + mixing.pieces_from_clips(clips, 3.0, rng, count - count // 4 - wide))
         fake = [synthetic[int(rng.integers(len(synthetic)))] for _ in range(count // 4)]
         pairs = mixing.training_pairs(real + fake, count, rng, talkers, music, events)
-        return [framed(p, needed, int(rng.integers(HOP))) for p in pairs]
+        return [framed(p, offsets[0], int(rng.integers(HOP))) for p in pairs]
 
     offsets = lookback(context, sparse)
-    needed = offsets[0]  # frames of look-back a block needs: the card's context_frames
+    needed = context_frames(context, sparse)  # frames a serving block needs in front
     training, serving = build_denoiser(hidden=hidden, context=context, seed=seed,
                                        sparse=sparse)
     training.compile(optimizer=keras.optimizers.Adam(1e-3), loss=spectral_loss)
@@ -245,7 +248,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
         "name": output.stem, "sample_rate": RATE, "frame_length": FRAME, "hop_length": HOP,
         "window": "sqrt-hann", "context_frames": needed,
         "description": f"Speech denoiser: spectral mask from the current and {context} past "
-                       f"frames{seen_further} (stateless MLP on ERB band energies), 48 kHz, "
+                       f"frames{seen_further} (stateless MLP on ERB band energies), held "
+                       f"over {HOLD} frames with a release of {RELEASE} per frame, 48 kHz, "
                        f"1024-sample frames, 50 % overlap, causal.",
         "recipe": {
             "speech": {
@@ -269,7 +273,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
                         f"removed",
             "model": f"MLP {len(offsets) * FEATURES}-{hidden}-{hidden}-{hidden}-{FEATURES}, "
                      f"sigmoid band and low-bin gains on the complex spectrum, none above "
-                     f"{TOP_HZ / 1000:g} kHz; fp16 weights",
+                     f"{TOP_HZ / 1000:g} kHz; serving holds each gain at least {RELEASE}^k "
+                     f"times the gain k <= {HOLD} frames back; fp16 weights",
             "loss": ("in-band " if mask_bandwidth else "")
                     + "compressed-magnitude (power 0.3) error plus complex error relative to "
                       "the noisy frame's energy",
