@@ -1,0 +1,59 @@
+"""What one invoke of the denoiser costs: a live stream's one-frame chunk against a file's
+segment, in one interpreter, one thread, best of many repeats.
+
+A stateless model's chunk brings the frames its output needs in front of it (the card's
+``context_frames``), so a chunk costs far more than its one frame does inside a long segment.
+Run: ``python -m bench.model_cost`` (prints a Markdown table).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from enhancer.model_card import load_card
+from enhancer.model_runner import ModelRunner
+from enhancer.paths import DENOISER_MODEL
+
+STREAM_CHUNK_S = 0.010  # the stream benchmark's chunk: 10 ms
+
+
+def invoke_seconds(runner: ModelRunner, frames: np.ndarray, repeats: int) -> float:
+    """Best time of one ``runner.run(frames)`` over ``repeats`` (after a warm-up)."""
+    runner.run(frames)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        runner.run(frames)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main(model_path: str = str(DENOISER_MODEL)) -> str:
+    card = load_card(model_path, 48000)
+    runner = ModelRunner(model_path)
+    rng = np.random.default_rng(0)
+    hop = card.hop_length or runner.frame_length
+    rows, per_invoke = [], {}
+    for label, outputs, repeats in (("stream chunk (1 frame)", 1, 2000),
+                                    ("file segment (400 frames)", 400, 50)):
+        frames = 0.01 * rng.standard_normal((card.context_frames + outputs, runner.frame_length))
+        seconds = per_invoke[outputs] = invoke_seconds(runner, frames.astype(np.float32),
+                                                       repeats)
+        rows.append(f"| {label} | {card.context_frames + outputs} | {seconds * 1e6:.0f} µs | "
+                    f"{seconds / outputs * 1e6:.0f} µs |")
+    frames_per_second = card.sample_rate / hop
+    return "\n".join([
+        f"Model: {card.name} (`context_frames` {card.context_frames}, hop {hop}). "
+        f"Command: `python -m bench.model_cost`.", "",
+        "| invoke | rows in | time | per output frame |", "|---|---|---|---|", *rows, "",
+        f"A real-time stream needs {frames_per_second:.1f} frames a second: "
+        f"{frames_per_second * per_invoke[1]:.3f} cores of model time as one-frame chunks "
+        f"({STREAM_CHUNK_S * 1000:.0f} ms chunks are one frame each, or none).",
+    ])
+
+
+if __name__ == "__main__":
+    print(main(*sys.argv[1:]))
