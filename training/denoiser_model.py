@@ -159,7 +159,7 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
             # Gains are computed for the outputs and the `hold` frames before them; frame j
             # of those sees the rows j + oldest - k, for k in offsets. The rows in front are
             # only look-back: their outputs are zeros, unused. Only the rows some gain sees
-            # are transformed: a stream's one-frame chunk needs a few more than hold + 1.
+            # are transformed: 28 of a stream's one-frame chunk's 68.
             oldest = offsets[0]
             count = tf.shape(frames)[0] - oldest  # frames with gains
             seen = tf.constant([[oldest - k for k in offsets]], tf.int32)
@@ -168,7 +168,7 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
             re_all, im_all = tf.math.real(s), tf.math.imag(s)
             stacked = tf.reshape(tf.gather(features(re_all, im_all), where), [count, width])
             raw = self.mlp(normalised(stacked))
-            held = raw[hold:]
+            held = raw[hold:]  # at least release^k times the gains k frames back
             for k in range(1, hold + 1):
                 held = tf.maximum(held, release ** k * raw[hold - k:count - k])
             gains = bin_gains(held)
