@@ -9,26 +9,16 @@ Run: ``python -m bench.model_cost`` (prints a Markdown table).
 from __future__ import annotations
 
 import sys
-import time
+from functools import partial
 
 import numpy as np
 
+from bench.scaling import best_time
 from enhancer.model_card import load_card
 from enhancer.model_runner import ModelRunner
 from enhancer.paths import DENOISER_MODEL
 
 STREAM_CHUNK_S = 0.010  # the stream benchmark's chunk: 10 ms
-
-
-def invoke_seconds(runner: ModelRunner, frames: np.ndarray, repeats: int) -> float:
-    """Best time of one ``runner.run(frames)`` over ``repeats`` (after a warm-up)."""
-    runner.run(frames)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        runner.run(frames)
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def main(model_path: str = str(DENOISER_MODEL)) -> str:
@@ -39,9 +29,9 @@ def main(model_path: str = str(DENOISER_MODEL)) -> str:
     rows, per_invoke = [], {}
     for label, outputs, repeats in (("stream chunk (1 frame)", 1, 2000),
                                     ("file segment (400 frames)", 400, 50)):
-        frames = 0.01 * rng.standard_normal((card.context_frames + outputs, runner.frame_length))
-        seconds = per_invoke[outputs] = invoke_seconds(runner, frames.astype(np.float32),
-                                                       repeats)
+        frames = (0.01 * rng.standard_normal((card.context_frames + outputs,
+                                              runner.frame_length))).astype(np.float32)
+        seconds = per_invoke[outputs] = best_time(partial(runner.run, frames), repeats)
         rows.append(f"| {label} | {card.context_frames + outputs} | {seconds * 1e6:.0f} µs | "
                     f"{seconds / outputs * 1e6:.0f} µs |")
     frames_per_second = card.sample_rate / hop
