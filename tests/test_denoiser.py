@@ -41,6 +41,13 @@ def test_card_declares_overlap_add_at_48k_with_past_context(denoiser):
     # The last 8 frames, sparsely those 16 to 64 back, and the 3 whose gains are held.
     assert denoiser.framing.context == denoiser.card.context_frames == 67
     assert denoiser.card.details["recipe"]["seed"] == 1234
+    # The card names the hold the serving graph has (it once named the hold it replaced).
+    from training.denoiser_model import HOLD, RELEASE
+
+    hold = f"held over {HOLD} frames with a release of {RELEASE} per frame"
+    assert hold in denoiser.card.description
+    assert f"{RELEASE}^k times the gain k <= {HOLD} frames" in denoiser.card.details[
+        "recipe"]["model"]
     assert DENOISER.stat().st_size < 1_900_000  # fp16 weights: 0.77 M parameters
 
 
