@@ -30,7 +30,7 @@ from enhancer.backend import Backend, Priority, Progress
 from enhancer.errors import EnhancerClosed, InvalidAudio
 from enhancer.inline import InlineBackend
 from enhancer.model_card import framing_for, load_card
-from enhancer.model_runner import ModelRunner
+from enhancer.model_runner import ModelRunner, StreamStepRunner
 from enhancer.pool import DEFAULT_MIN_BLOCK_DEADLINE_S, WorkerPool
 from enhancer.segments import ChannelJob, Job
 
@@ -121,14 +121,20 @@ class AudioEnhancer:
             self.backend = RayServeBackend(self.model_path, self.card.name, self.framing,
                                            ray_options or RayOptions())
         elif num_processes == 0:
-            self.backend = InlineBackend(runner, self.framing, max_segment_frames)
+            step = None
+            if self.card.stream_step_path is not None:
+                step = StreamStepRunner(self.card.stream_step_path, self.frame_length,
+                                        self.card.stream_state_size, num_threads)
+            self.backend = InlineBackend(runner, self.framing, max_segment_frames, step)
         else:
             seconds_per_frame = _measure_speed(runner, min(max_segment_frames, 64),
                                                self.framing.context)
             del runner
             self.backend = WorkerPool(self.model_path, num_processes, num_threads,
                                       self.framing, max_segment_frames, seconds_per_frame,
-                                      min_block_deadline_s)
+                                      min_block_deadline_s,
+                                      step_model_path=self.card.stream_step_path,
+                                      state_size=self.card.stream_state_size)
 
     def __enter__(self) -> AudioEnhancer:
         return self

@@ -15,15 +15,18 @@ import numpy as np
 from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError
 from enhancer.framing import Framing
-from enhancer.model_runner import ModelRunner
-from enhancer.segments import Job, input_length, result_length, run_segment
+from enhancer.model_runner import ModelRunner, StreamStepRunner
+from enhancer.segments import Job, input_length, result_length, run_segment, run_stream_step
 
 
 class InlineBackend:
     """Run every segment in the caller's thread with one :class:`ModelRunner`."""
 
-    def __init__(self, runner: ModelRunner, framing: Framing, max_segment_frames: int) -> None:
+    def __init__(self, runner: ModelRunner, framing: Framing, max_segment_frames: int,
+                 step_runner: StreamStepRunner | None = None) -> None:
         self._runner = runner
+        self._step = step_runner
+        self.runs_stream_steps = step_runner is not None
         self.framing = framing
         self.max_segment_frames = max_segment_frames
         self.frames_processed = 0
@@ -46,8 +49,17 @@ class InlineBackend:
                 while first < job.num_frames:
                     channel, local, count = job.locate(first, self.max_segment_frames)
                     channel.input_for(local, count, self._samples)
-                    run_segment(self._runner.run, self.framing, self._samples, count,
-                                self._result)
+                    if channel.state is None:
+                        run_segment(self._runner.run, self.framing, self._samples, count,
+                                    self._result)
+                    else:  # a stream chunk: its state goes through it in one piece
+                        if self._step is None or count < channel.num_frames:
+                            raise ValueError(
+                                f"a stream step chunk needs a model with a stream step and "
+                                f"at most {self.max_segment_frames} frames a channel")
+                        channel.state_out = np.empty(self._step.state_size, np.float32)
+                        run_stream_step(self._step.run, channel.framing, self._samples, count,
+                                        self._result, channel.state, channel.state_out)
                     channel.store(local, count, self._result)
                     self.frames_processed += count
                     if progress is not None:

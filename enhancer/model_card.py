@@ -2,7 +2,9 @@
 
 ``models/denoiser_48k.json`` describes ``models/denoiser_48k.tflite``: its sample rate, frame,
 hop and window, a description, and how it was made. A model without a card runs at the
-configured rate on consecutive frames.
+configured rate on consecutive frames. A model with look-back may name a *stream step* twin
+(``stream_step``: its file and the size of its state), which streams run one chunk at a time,
+their state in and out of each call, instead of sending the look-back's frames again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ModelCard:
     window: str = "none"
     context_frames: int = 0  # frames of look-back the model sees before each frame
     description: str = ""
+    stream_step_path: Path | None = None  # the stream step twin, if any
+    stream_state_size: int = 0  # floats of its state
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -84,11 +88,25 @@ def load_card(model_path: str | Path, default_sample_rate: int) -> ModelCard:
     context = get("context_frames", int, 0)
     if not 0 <= context <= 1024:
         raise ModelError(f"model card {path}: 'context_frames' must be 0-1024, got {context}")
+    step = get("stream_step", dict, None)
+    step_path, state_size = None, 0
+    if step is not None:
+        name, state_size = step.get("model"), step.get("state_size")
+        if not isinstance(name, str) or Path(name).name != name:
+            raise ModelError(f"model card {path}: 'stream_step.model' must be a file name "
+                             f"beside the card, got {name!r}")
+        if (isinstance(state_size, bool) or not isinstance(state_size, int)
+                or not 0 < state_size <= 1 << 20):
+            raise ModelError(f"model card {path}: 'stream_step.state_size' must be 1-"
+                             f"{1 << 20}, got {state_size!r}")
+        step_path = path.parent / name
+        if not step_path.is_file():
+            raise ModelError(f"model card {path}: 'stream_step.model' {step_path} is missing")
     known = {"name", "sample_rate", "frame_length", "hop_length", "window", "context_frames",
-             "description"}
+             "description", "stream_step"}
     return ModelCard(get("name", str, model_path.stem), model_path, rate,
                      get("frame_length", int, None), hop, window, context,
-                     get("description", str, ""),
+                     get("description", str, ""), step_path, state_size,
                      {k: v for k, v in data.items() if k not in known})
 
 

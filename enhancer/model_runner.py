@@ -100,3 +100,72 @@ class ModelRunner:
         self._interpreter.invoke()
         # get_tensor returns a copy, so the result outlives the next invoke.
         return self._interpreter.get_tensor(self._output["index"]).reshape(n, self.frame_length)
+
+
+class StreamStepRunner:
+    """Run a model's stream step twin: a stream's next frames and its state in, the enhanced
+    frames and the state after them out (see :mod:`enhancer.model_card`).
+
+    Parameters
+    ----------
+    model_path : str or Path
+        The step's ``.tflite`` file: inputs ``[n, frame_length, 1]`` and ``[1, state_size]``,
+        outputs the same, all float32.
+    frame_length, state_size : int
+        What the model card says; the model must agree.
+    num_threads : int
+        Interpreter threads.
+
+    Raises
+    ------
+    ModelError
+        The file is missing or unreadable, or its tensors are not as above.
+    """
+
+    def __init__(self, model_path: str | Path, frame_length: int, state_size: int,
+                 num_threads: int = 1) -> None:
+        self.model_path = Path(model_path)
+        self.frame_length, self.state_size = frame_length, state_size
+        if not self.model_path.is_file():
+            raise ModelError(f"stream step model file not found: {self.model_path}")
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            with _stderr_silenced():
+                self._interpreter = Interpreter(model_path=str(self.model_path),
+                                                num_threads=num_threads)
+                self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
+        # Told apart by rank: frames are [n, frame, 1], the state [1, size].
+        inputs = {len(d["shape_signature"]): d for d in self._interpreter.get_input_details()}
+        outputs = {len(d["shape_signature"]): d for d in self._interpreter.get_output_details()}
+        expected = {3: [frame_length, 1], 2: [state_size]}
+        for what, details in (("inputs", inputs), ("outputs", outputs)):
+            found = {rank: [int(n) for n in d["shape_signature"][1:]]
+                     for rank, d in details.items()}
+            if found != expected or len(details) != 2 or any(
+                    d["dtype"] != np.float32 for d in details.values()):
+                raise ModelError(
+                    f"stream step model {self.model_path} {what} must be [n, {frame_length}, 1] "
+                    f"and [1, {state_size}] float32, found "
+                    f"{[list(d['shape_signature']) for d in details.values()]}")
+        self._frames_in, self._state_in = inputs[3]["index"], inputs[2]["index"]
+        self._frames_out, self._state_out = outputs[3]["index"], outputs[2]["index"]
+        self._batch = int(inputs[3]["shape"][0])
+
+    def run(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run ``frames`` (``[n, frame_length]``) from ``state`` (``state_size`` floats).
+
+        Returns the ``[n, frame_length]`` enhanced frames and the state after them.
+        """
+        n = frames.shape[0]
+        if n != self._batch:
+            self._interpreter.resize_tensor_input(self._frames_in, [n, self.frame_length, 1])
+            self._interpreter.allocate_tensors()
+            self._batch = n
+        self._interpreter.set_tensor(self._frames_in, frames.reshape(n, self.frame_length, 1))
+        self._interpreter.set_tensor(self._state_in, state.reshape(1, self.state_size))
+        self._interpreter.invoke()
+        return (self._interpreter.get_tensor(self._frames_out).reshape(n, self.frame_length),
+                self._interpreter.get_tensor(self._state_out).reshape(self.state_size))

@@ -66,6 +66,7 @@ from enhancer.framing import Framing
 from enhancer.segments import Job, input_length, result_length, segment_frames
 from enhancer.work import Arena, Part, Session, Task, Worker, fail
 from enhancer.worker import (
+    PLAIN,
     ArenaSpec,
     Header,
     MessageKind,
@@ -103,8 +104,14 @@ class WorkerPool:
     def __init__(self, model_path: str | Path, num_processes: int, num_threads: int,
                  framing: Framing, max_segment_frames: int, seconds_per_frame: float = 1e-3,
                  min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S,
-                 file_lane_nice: int = FILE_LANE_NICE) -> None:
+                 file_lane_nice: int = FILE_LANE_NICE, step_model_path: str | Path | None = None,
+                 state_size: int = 0) -> None:
         self.model_path = Path(model_path)
+        # The model's stream step twin: streams' chunks then carry their state, not their
+        # look-back's frames (enhancer.streaming).
+        self.step_model_path = None if step_model_path is None else Path(step_model_path)
+        self.state_size = state_size if step_model_path is not None else 0
+        self.runs_stream_steps = step_model_path is not None
         self.file_lane_nice = file_lane_nice
         self.num_processes = num_processes
         self.num_threads = num_threads
@@ -161,6 +168,13 @@ class WorkerPool:
         with self._pending_lock:
             self._pending += 1
         future.add_done_callback(self._session_done)
+        stepped = [c.num_frames for c in job.channels if c.state is not None]
+        if stepped and (not self.runs_stream_steps or max(stepped) > self.max_segment_frames):
+            # A step chunk is one segment a channel: its state goes through it in one piece.
+            future.set_exception(ValueError(
+                f"a stream step chunk needs a model with a stream step and at most "
+                f"{self.max_segment_frames} frames a channel, got {max(stepped)}"))
+            return future
         # Under the close lock, so a session is never queued after the collector's last look.
         with self._close_lock:
             if self._closed:
@@ -302,7 +316,8 @@ class WorkerPool:
             worker.task = task
             self.tasks_sent += 1
             try:
-                worker.conn.send_bytes(task_message(task.task_id, [p.count for p in parts]))
+                worker.conn.send_bytes(task_message(task.task_id, [p.count for p in parts],
+                                                    [p.kind for p in parts]))
             except OSError:
                 self._replace(worker)
 
@@ -315,10 +330,15 @@ class WorkerPool:
             first = session.next_frame
             _, _, count = session.job.locate(first, work.segment_limit(session,
                                                                        self._last_live))
-        taken = sum(input_length(self.framing, p.count) for p in parts)
-        written = sum(result_length(self.framing, p.count) for p in parts)
-        if parts and (taken + input_length(self.framing, count) > arena.samples.shape[0]
-                      or written + result_length(self.framing, count) > arena.result.shape[0]):
+        channel, channel_first, count = session.job.locate(first, count)
+        # A stream step's state goes in front of its samples and comes back behind its result.
+        state = 0 if channel.state is None else self.state_size
+        input_size = state + input_length(channel.framing, count)
+        result_size = result_length(channel.framing, count) + state
+        taken = sum(p.input_size for p in parts)
+        written = sum(p.result_size for p in parts)
+        if parts and (taken + input_size > arena.samples.shape[0]
+                      or written + result_size > arena.result.shape[0]):
             return False
         if session.retry:
             session.retry.popleft()
@@ -326,9 +346,12 @@ class WorkerPool:
             session.next_frame += count
         if session.has_work():
             self._round_robin[session.priority].append(session)
-        channel, channel_first, count = session.job.locate(first, count)
-        channel.input_for(channel_first, count, arena.samples[taken:])
-        parts.append(Part(session, first, count, channel, channel_first, written))
+        if channel.state is not None:
+            arena.samples[taken:taken + state] = channel.state
+        channel.input_for(channel_first, count, arena.samples[taken + state:])
+        kind = PLAIN if channel.state is None else channel.framing.context
+        parts.append(Part(session, first, count, channel, channel_first, written, input_size,
+                          result_size, kind))
         return True
 
     def _kill_hung_workers(self) -> None:
@@ -374,6 +397,10 @@ class WorkerPool:
                     # Straight from the arena into the job's output.
                     part.channel.store(part.channel_first, part.count,
                                        worker.arena.result[part.result_at:])
+                    if part.kind != PLAIN:
+                        end = part.result_at + part.result_size
+                        part.channel.state_out = worker.arena.result[
+                            end - self.state_size:end].copy()
         except (EOFError, OSError, TypeError, ValueError):
             self._replace(worker)
             return
@@ -440,14 +467,17 @@ class WorkerPool:
 
     def _spec(self, name: str) -> ArenaSpec:
         return ArenaSpec(name, self.framing.frame_length, self.framing.hop_length,
-                         self.framing.window, self.max_segment_frames, self.framing.context)
+                         self.framing.window, self.max_segment_frames, self.framing.context,
+                         self.state_size, MAX_CHUNKS_PER_TASK)
 
     def _start_worker(self, live_lane: bool, arena: Arena | None = None) -> None:
         if arena is None:
             arena = Arena.create(self._spec(next(self._arena_names)))
         self._workers.append(Worker.start(self._ctx, str(self.model_path), self.num_threads,
                                           self._spec(arena.memory.name), arena, live_lane,
-                                          self.file_lane_nice))
+                                          self.file_lane_nice,
+                                          None if self.step_model_path is None
+                                          else str(self.step_model_path)))
 
     def _stop_workers(self) -> None:
         for worker in self._workers:

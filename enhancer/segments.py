@@ -81,6 +81,20 @@ def run_segment(run_model, framing: Framing, samples: np.ndarray, count: int,
     out[inner * hop:inner * hop + len(edges) * frame] = shaped[edges].reshape(-1)
 
 
+def run_stream_step(run_step, framing: Framing, samples: np.ndarray, count: int,
+                    out: np.ndarray, state: np.ndarray, state_out: np.ndarray) -> None:
+    """A stream chunk's segment through the model's stream step twin: as :func:`run_segment`
+    (``framing.context`` is the chunk's: the look-back on a stream's first chunk, none after
+    it), the model's state read from ``state`` and the state after written to
+    ``state_out``. ``run_step`` maps (frames, state) to (processed frames, state after)."""
+    def run_model(frames: np.ndarray) -> np.ndarray:
+        processed, after = run_step(frames, state)
+        state_out[:] = after
+        return processed
+
+    run_segment(run_model, framing, samples, count, out)
+
+
 @dataclass(eq=False)
 class ChannelJob:
     """One channel's samples at the model's rate, and the slots its segments fill.
@@ -95,6 +109,10 @@ class ChannelJob:
     samples: np.ndarray
     num_frames: int
     offset: int
+    # A stream chunk run by the model's stream step twin: the stream's state before the
+    # chunk; after it, in ``state_out`` (None: frames run with their look-back, as files).
+    state: np.ndarray | None = None
+    state_out: np.ndarray | None = field(init=False, default=None)
     slots: np.ndarray = field(init=False)
     edges: dict[int, np.ndarray] = field(init=False, default_factory=dict)
     starts: list[int] = field(init=False, default_factory=list)  # of the segments stored

@@ -1,10 +1,15 @@
 """Streams: audio enhanced chunk by chunk as it arrives, identical to the whole-file result.
 
 A stream is a long-lived session. Its state lives here, on the caller's side, never in a
-worker: the resamplers (``soxr.ResampleStream``), the samples carried over between frames
-and the overlap-add tail. Each chunk's new frames go to the backend as one block at live
-priority, so any worker can take any chunk, a crashed worker loses only that chunk, and
-stream blocks overtake file requests.
+worker: the resamplers (``soxr.ResampleStream``), the samples carried over between frames,
+the overlap-add tail and, for a model with a stream step twin, the model's state. Each
+chunk's new frames go to the backend as one block at live priority, so any worker can take
+any chunk, a crashed worker loses only that chunk, and stream blocks overtake file requests.
+
+A model with look-back sees, with each chunk, the frames before it. With a stream step twin
+(the denoiser's) only the first chunk brings them; every later chunk brings the model's state
+instead (the look-back's features and held gains, 23 KB), goes in with it and comes back
+with the state after it, so the worker transforms the chunk's own frames only.
 
 Every stage reproduces its whole-file twin bit for bit: the resamplers are libsoxr's, whose
 stream output does not depend on how the input is cut; the framer pads like
@@ -35,10 +40,14 @@ _stream_ids = itertools.count(1)
 
 class StreamFramer:
     """Keep a stream's samples until they fill frames; hand out each chunk's new frames as
-    a :class:`~enhancer.segments.ChannelJob` (padded like the whole-file path's frames)."""
+    a :class:`~enhancer.segments.ChannelJob` (padded like the whole-file path's frames).
 
-    def __init__(self, framing: Framing) -> None:
+    ``stepped``: the chunks after the first carry no look-back frames (the model's stream
+    step twin carries its state instead)."""
+
+    def __init__(self, framing: Framing, stepped: bool = False) -> None:
         self.framing = framing
+        self._stepped = stepped
         # The whole-file path's zero lead-in, and silence as the first frames' context.
         self._context = framing.context * framing.hop_length
         lead = framing.frame_length - framing.hop_length + self._context
@@ -69,9 +78,16 @@ class StreamFramer:
             count = min(count, limit)
         samples = self._pending[:input_length(self.framing, count)] if count else (
             self._pending[:0])
-        self._pending = self._pending[count * hop:].copy()
+        job = ChannelJob(self.framing, samples, count, offset=-self._context)
         self.frames_out += count
-        return ChannelJob(self.framing, samples, count, offset=-self._context)
+        if count and self._stepped and self._context:
+            # From now on the state stands for the look-back: drop its frames.
+            self._pending = self._pending[(count + self.framing.context) * hop:].copy()
+            self._context = 0
+            self.framing = Framing(frame, hop, self.framing.window, 0)
+        else:
+            self._pending = self._pending[count * hop:].copy()
+        return job
 
 
 class StreamJoiner:
@@ -166,7 +182,15 @@ class EnhancerStream:
                                                  dtype="float32")
             self._from_model = soxr.ResampleStream(model_rate, sample_rate, channels,
                                                    dtype="float32")
-        self._framers = [StreamFramer(enhancer.framing) for _ in range(channels)]
+        # The model's stream step twin, where the backend runs it (the pool and inline do).
+        self.stepped = (enhancer.card.stream_step_path is not None
+                        and getattr(enhancer.backend, "runs_stream_steps", False))
+        self._states = [np.zeros(enhancer.card.stream_state_size, np.float32)
+                        if self.stepped else None for _ in range(channels)]
+        # A stepped chunk is one segment a channel: larger pushes go in pieces of this many
+        # samples at the model's rate, each completing fewer frames than a segment holds.
+        self._piece = max(1, enhancer.max_segment_frames - 1) * enhancer.framing.hop_length
+        self._framers = [StreamFramer(enhancer.framing, self.stepped) for _ in range(channels)]
         self._joiners = [StreamJoiner(enhancer.framing) for _ in range(channels)]
         self.samples_in = 0
         self.samples_out = 0
@@ -188,8 +212,15 @@ class EnhancerStream:
             self._dry = np.concatenate([self._dry, chunk])
         at_model_rate = self._to_model.resample_chunk(chunk) if self._resample else chunk
         self._model_samples += at_model_rate.shape[0]
-        jobs = [f.push(at_model_rate[:, c]) for c, f in enumerate(self._framers)]
-        return await self._run(jobs, last=False)
+        if not self.stepped or at_model_rate.shape[0] <= self._piece:
+            jobs = [f.push(at_model_rate[:, c]) for c, f in enumerate(self._framers)]
+            return await self._run(jobs, last=False)
+        outs = []
+        for at in range(0, at_model_rate.shape[0], self._piece):
+            piece = at_model_rate[at:at + self._piece]
+            jobs = [f.push(piece[:, c]) for c, f in enumerate(self._framers)]
+            outs.append(await self._run(jobs, last=False))
+        return np.concatenate(outs)
 
     async def finish(self) -> np.ndarray:
         """Flush the tail: the stream's output then has as many samples as its input."""
@@ -211,6 +242,8 @@ class EnhancerStream:
     async def _run(self, channels: list[ChannelJob], last: bool,
                    model_total: int = 0) -> np.ndarray:
         if channels[0].num_frames:
+            for channel, state in zip(channels, self._states, strict=True):
+                channel.state = state
             job = Job(channels)
             future = self.enhancer.backend.run(
                 job, f"{self.stream_id}:{next(self._chunks)}", None, Priority.LIVE)
@@ -219,6 +252,8 @@ class EnhancerStream:
             except BaseException:
                 future.cancel()
                 raise
+            if self.stepped:
+                self._states = [channel.state_out for channel in channels]
         if last:
             joined = [j.finish(c, model_total)
                       for j, c in zip(self._joiners, channels, strict=True)]

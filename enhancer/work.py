@@ -69,6 +69,9 @@ class Part:
     channel: ChannelJob
     channel_first: int  # the same frame, in its channel
     result_at: int  # where its result starts in the arena's output half
+    input_size: int  # floats it takes in the arena's input half
+    result_size: int  # and in its output half (a stream step's state included)
+    kind: int  # how the worker runs it: enhancer.worker.PLAIN, or a stream step's context
 
 
 @dataclass(eq=False)
@@ -126,12 +129,13 @@ class Worker:
     @classmethod
     def start(cls, context: multiprocessing.context.SpawnContext, model_path: str,
               num_threads: int, spec: ArenaSpec, arena: Arena, live_lane: bool,
-              file_lane_nice: int) -> Worker:
+              file_lane_nice: int, step_model_path: str | None = None) -> Worker:
         """Spawn a worker process on ``arena``; it says READY once its model is loaded."""
         parent_conn, child_conn = context.Pipe(duplex=True)
         nice = 0 if live_lane else file_lane_nice
         process = context.Process(target=worker_main, name="enhancer-worker", daemon=True,
-                                  args=(child_conn, model_path, num_threads, spec, nice))
+                                  args=(child_conn, model_path, num_threads, spec, nice,
+                                        step_model_path))
         process.start()
         # Only the worker may hold its end, so that its exit shows here as end-of-file.
         child_conn.close()

@@ -7,7 +7,9 @@ overlap-adds each (:func:`process_audio`) and writes the results into the output
 same order. The pipe carries only fixed headers (:data:`HEADER`: kind, task id, count), a
 TASK's segment sizes and, on failure, a traceback::
 
-    parent → worker   TASK   task id, frames in all  payload: each segment's frame count
+    parent → worker   TASK   task id, frames in all  payload: each segment's frame count,
+                                                     then how each is run (:data:`PLAIN`,
+                                                     or a stream step's context frames)
                       STOP   -                       -
     worker → parent   READY  -, frame length         -
                       RESULT task id, frames in all  (the results are in the arena)
@@ -15,7 +17,12 @@ TASK's segment sizes and, on failure, a traceback::
                              the segment that failed
 
 A task is one segment of a file, or several streams' chunks taken together when chunks queue
-up (one wake-up and one round trip for all of them).
+up (one wake-up and one round trip for all of them). A stream's chunk run by the model's
+stream step twin has the stream's state in front of its samples, and the state after it
+behind its result::
+
+    input half    [state | samples] of a step segment, [samples] of a plain one, ...
+    output half   [result | state]                     [result]                  ...
 
 This module imports only numpy and the model runner, so a spawned worker stays small.
 """
@@ -35,11 +42,14 @@ import numpy as np
 
 from enhancer.errors import ModelError
 from enhancer.framing import Framing
-from enhancer.model_runner import ModelRunner
-from enhancer.segments import input_length, result_length, run_segment
+from enhancer.model_runner import ModelRunner, StreamStepRunner
+from enhancer.segments import input_length, result_length, run_segment, run_stream_step
 
 HEADER = struct.Struct("<BQI")
-SEGMENT_COUNTS = "<u4"  # a TASK's payload: the frame count of each of its segments
+SEGMENT_COUNTS = "<u4"  # a TASK's payload: the frame count of each of its segments,
+SEGMENT_KINDS = "<i4"  # then how each is run:
+PLAIN = -1  # with its look-back frames, by the model; else by its stream step twin, after
+# that many frames of look-back (a stream's first chunk; 0 after it)
 
 
 class MessageKind(IntEnum):
@@ -67,15 +77,19 @@ class Header:
         return cls(MessageKind(kind), task_id, count)
 
 
-def task_message(task_id: int, counts: list[int]) -> bytes:
-    """A TASK header and its segments' frame counts, as one message."""
+def task_message(task_id: int, counts: list[int], kinds: list[int] | None = None) -> bytes:
+    """A TASK header, its segments' frame counts and how each is run, as one message."""
+    kinds = [PLAIN] * len(counts) if kinds is None else kinds
     return (Header(MessageKind.TASK, task_id, sum(counts)).pack()
-            + np.asarray(counts, SEGMENT_COUNTS).tobytes())
+            + np.asarray(counts, SEGMENT_COUNTS).tobytes()
+            + np.asarray(kinds, SEGMENT_KINDS).tobytes())
 
 
-def segment_counts(message: bytes) -> np.ndarray:
-    """The segments' frame counts of a TASK message."""
-    return np.frombuffer(message, SEGMENT_COUNTS, offset=HEADER.size)
+def segment_counts(message: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The segments' frame counts of a TASK message, and how each is run."""
+    parts = (len(message) - HEADER.size) // 8
+    return (np.frombuffer(message, SEGMENT_COUNTS, parts, HEADER.size),
+            np.frombuffer(message, SEGMENT_KINDS, parts, HEADER.size + 4 * parts))
 
 
 class RemoteTraceback(Exception):
@@ -118,18 +132,45 @@ class SegmentFailed(Exception):
         self.index = index
 
 
+class StreamSteps:
+    """A worker's stream step twin of its model, and the framings its chunks come in."""
+
+    def __init__(self, runner: StreamStepRunner, framing: Framing) -> None:
+        self.runner = runner
+        self.state_size = runner.state_size
+        self._framings = {context: Framing(framing.frame_length, framing.hop_length,
+                                           framing.window, context)
+                          for context in {0, framing.context}}
+
+    def framing(self, context: int) -> Framing:
+        return self._framings[context]
+
+
 def process_task(runner: ModelRunner, framing: Framing, samples: np.ndarray,
-                 counts: np.ndarray, out: np.ndarray) -> None:
-    """Run :func:`process_audio` on each segment of a task, laid out one after another in
-    ``samples`` and, as results, in ``out``."""
+                 counts: np.ndarray, out: np.ndarray, kinds: np.ndarray | None = None,
+                 steps: StreamSteps | None = None) -> None:
+    """Run each segment of a task, laid out one after another in ``samples`` and, as
+    results, in ``out``: :func:`process_audio`, or a stream chunk's step (``kinds``)."""
     taken = written = 0
-    for index, count in enumerate(counts.tolist()):
+    kinds_list = [PLAIN] * len(counts) if kinds is None else kinds.tolist()
+    for index, (count, kind) in enumerate(zip(counts.tolist(), kinds_list, strict=True)):
         try:
-            process_audio(runner, framing, samples[taken:], count, out[written:])
+            if kind == PLAIN:
+                process_audio(runner, framing, samples[taken:], count, out[written:])
+                taken += input_length(framing, count)
+                written += result_length(framing, count)
+                continue
+            if steps is None:
+                raise ModelError("a stream step segment, but the model has no stream step")
+            size, chunk_framing = steps.state_size, steps.framing(kind)
+            result = result_length(chunk_framing, count)
+            run_stream_step(steps.runner.run, chunk_framing, samples[taken + size:], count,
+                            out[written:], samples[taken:taken + size],
+                            out[written + result:written + result + size])
+            taken += size + input_length(chunk_framing, count)
+            written += result + size
         except Exception as exc:
             raise SegmentFailed(index) from exc
-        taken += input_length(framing, count)
-        written += result_length(framing, count)
 
 
 @dataclass(frozen=True)
@@ -143,6 +184,8 @@ class ArenaSpec:
     window: str
     max_frames: int
     context: int = 0
+    state_size: int = 0  # a stream step's state, in front of its samples and behind its result
+    states: int = 1  # room for this many states besides the frames (a task's stream chunks)
 
     @property
     def framing(self) -> Framing:
@@ -150,11 +193,11 @@ class ArenaSpec:
 
     @property
     def input_floats(self) -> int:
-        return input_length(self.framing, self.max_frames)
+        return input_length(self.framing, self.max_frames) + self.state_size * self.states
 
     @property
     def output_floats(self) -> int:
-        return result_length(self.framing, self.max_frames)
+        return result_length(self.framing, self.max_frames) + self.state_size * self.states
 
     @property
     def size(self) -> int:
@@ -167,9 +210,10 @@ class ArenaSpec:
 
 
 def worker_main(conn: Connection, model_path: str, num_threads: int, spec: ArenaSpec,
-                nice: int = 0) -> None:
-    """Worker process: load the model, then run each segment the parent puts in the arena;
-    at ``nice`` more than the parent's niceness (a file lane's lower CPU priority)."""
+                nice: int = 0, step_model_path: str | None = None) -> None:
+    """Worker process: load the model (and its stream step twin, if any), then run each
+    segment the parent puts in the arena; at ``nice`` more than the parent's niceness (a
+    file lane's lower CPU priority)."""
     from multiprocessing.shared_memory import SharedMemory
 
     if nice:
@@ -181,18 +225,23 @@ def worker_main(conn: Connection, model_path: str, num_threads: int, spec: Arena
         if runner.frame_length != spec.frame_length:
             raise ModelError(f"model {model_path} has frame {runner.frame_length}, the pool "
                              f"expects {spec.frame_length}")
+        steps = None
+        if step_model_path is not None:
+            steps = StreamSteps(StreamStepRunner(step_model_path, spec.frame_length,
+                                                 spec.state_size, num_threads), spec.framing)
         arena = SharedMemory(spec.name)
     except (ModelError, OSError):
         conn.send_bytes(Header(MessageKind.FAILED).pack())
         conn.send_bytes(traceback.format_exc().encode())
         return
     try:
-        _serve(conn, runner, spec, arena)
+        _serve(conn, runner, spec, arena, steps)
     finally:
         arena.close()
 
 
-def _serve(conn: Connection, runner: ModelRunner, spec: ArenaSpec, arena: Any) -> None:
+def _serve(conn: Connection, runner: ModelRunner, spec: ArenaSpec, arena: Any,
+           steps: StreamSteps | None) -> None:
     framing = spec.framing
     samples, out = spec.views(arena.buf)
     conn.send_bytes(Header(MessageKind.READY, 0, runner.frame_length).pack())
@@ -203,7 +252,8 @@ def _serve(conn: Connection, runner: ModelRunner, spec: ArenaSpec, arena: Any) -
             if header.kind == MessageKind.STOP:
                 return
             try:
-                process_task(runner, framing, samples, segment_counts(message), out)
+                counts, kinds = segment_counts(message)
+                process_task(runner, framing, samples, counts, out, kinds, steps)
             except SegmentFailed as failed:  # the model failed on this input: report, serve on
                 conn.send_bytes(Header(MessageKind.FAILED, header.task_id, failed.index).pack())
                 cause = failed.__cause__ or failed

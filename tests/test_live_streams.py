@@ -100,6 +100,62 @@ def test_chunks_larger_than_a_segment_are_run_in_pieces_and_still_equal(pool, de
     assert same_bits(streamed, enhancer.enhance(audio, 48000))
 
 
+def test_after_its_first_chunk_a_stream_sends_the_models_state_not_its_look_back(denoiser):
+    """The denoiser's stream step twin: the first chunk brings the 67 look-back frames and
+    a zero state; every later one only its own frames and the state the one before left."""
+    jobs = []
+    run = denoiser.backend.run
+
+    def recording(job, *args, **kwargs):  # the real pool runs every job
+        jobs.append(job)
+        return run(job, *args, **kwargs)
+
+    audio = random_audio(48000, seed=11)
+    denoiser.backend.run = recording
+    try:
+        streamed = asyncio.run(run_stream(denoiser, audio, 48000, 2000))
+    finally:
+        del denoiser.backend.run
+    assert same_bits(streamed, denoiser.enhance(audio, 48000))
+    first, *later = [job.channels[0] for job in jobs]
+    assert first.framing.context == 67 and not first.state.any()
+    assert first.samples.shape[0] == (first.num_frames + 66) * 512 + 1024
+    assert len(later) > 20
+    before = first
+    for chunk in later:
+        assert chunk.framing.context == 0 and chunk.state is before.state_out
+        assert chunk.state.shape == (5896,)
+        assert chunk.samples.shape[0] == (chunk.num_frames - 1) * 512 + 1024
+        before = chunk
+
+
+@pytest.mark.parametrize("chunk", [1, 441, 4800])
+def test_without_a_stream_step_chunks_bring_their_look_back_and_still_equal(tmp_path, chunk):
+    for name in ("denoiser_48k.tflite", "denoiser_48k.json"):
+        (tmp_path / name).write_bytes((DENOISER.parent / name).read_bytes())
+    card = json.loads((tmp_path / "denoiser_48k.json").read_text())
+    del card["stream_step"]
+    (tmp_path / "denoiser_48k.json").write_text(json.dumps(card))
+    audio = random_audio(30_000 if chunk > 1 else 3000, seed=chunk)
+    with AudioEnhancer(tmp_path / "denoiser_48k.tflite", num_processes=1) as enhancer:
+        assert not enhancer.open_stream(48000).stepped
+        streamed = asyncio.run(run_stream(enhancer, audio, 48000, chunk))
+        assert same_bits(streamed, enhancer.enhance(audio, 48000))
+
+
+def test_a_step_chunk_longer_than_a_segment_is_refused_by_the_pool(denoiser):
+    from enhancer.segments import ChannelJob, Job
+
+    frames = denoiser.max_segment_frames + 1
+    chunk = ChannelJob(denoiser.framing, np.zeros(frames * 512 + 40000, np.float32), frames,
+                       offset=-67 * 512, state=np.zeros(5896, np.float32))
+    future = denoiser.backend.run(Job([chunk]), "too-long")
+    with pytest.raises(ValueError, match=f"at most {frames - 1} frames a channel, got "
+                                         f"{frames}"):
+        future.result(timeout=10)
+    assert denoiser.backend.pending_sessions == 0
+
+
 def test_a_stereo_stream_equals_the_whole_file(denoiser):
     audio = np.stack([random_audio(30_000, seed=1), random_audio(30_000, seed=2)], axis=1)
     streamed = asyncio.run(run_stream(denoiser, audio, 44100, 777))
@@ -125,8 +181,8 @@ def test_output_never_runs_ahead_of_input_and_flows_as_it_comes(denoiser):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> LiveServer:
     models = tmp_path_factory.mktemp("models")
-    (models / "denoiser_48k.tflite").write_bytes(DENOISER.read_bytes())
-    (models / "denoiser_48k.json").write_bytes(DENOISER.with_suffix(".json").read_bytes())
+    for name in ("denoiser_48k.tflite", "denoiser_48k.json", "denoiser_48k_stream_step.tflite"):
+        (models / name).write_bytes((DENOISER.parent / name).read_bytes())
     with LiveServer(MODELS_DIR=str(models), MAX_STREAMS="20",
                     STREAM_IDLE_TIMEOUT_S="2") as running:
         yield running

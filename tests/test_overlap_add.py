@@ -65,6 +65,13 @@ def test_card_rate_is_the_models_rate(tmp_path):
     ({"sample_rate": 48000, "window": "hamming"}, "'window' must be one of none, sqrt-hann"),
     ({"sample_rate": 48000, "frame_length": 512},
      "'frame_length' is 512 but the model's input frame is 1024"),
+    ({"sample_rate": 48000, "stream_step": "m.tflite"}, "'stream_step' must be a dict"),
+    ({"sample_rate": 48000, "stream_step": {"model": "../m.tflite", "state_size": 8}},
+     "'stream_step.model' must be a file name beside the card, got '../m.tflite'"),
+    ({"sample_rate": 48000, "stream_step": {"model": "m.tflite", "state_size": 0}},
+     "'stream_step.state_size' must be 1-1048576, got 0"),
+    ({"sample_rate": 48000, "stream_step": {"model": "gone.tflite", "state_size": 8}},
+     "'stream_step.model' .*gone.tflite is missing"),
 ])
 def test_bad_cards_are_refused_naming_card_and_field(tmp_path, card, message):
     model = tmp_path / "m.tflite"
@@ -73,3 +80,11 @@ def test_bad_cards_are_refused_naming_card_and_field(tmp_path, card, message):
     with pytest.raises(ModelError, match=message) as error:
         AudioEnhancer(model, num_processes=0)
     assert str(model.with_suffix(".json")) in str(error.value)
+
+
+def test_a_stream_step_that_is_not_one_is_refused_naming_it(tmp_path):
+    model = carded_passthrough(tmp_path, sample_rate=48000,
+                               stream_step={"model": "ola.tflite", "state_size": 8})
+    with pytest.raises(ModelError, match=r"stream step model .*ola.tflite inputs must be "
+                                         r"\[n, 1024, 1\] and \[1, 8\] float32"):
+        AudioEnhancer(model, num_processes=0)

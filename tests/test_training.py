@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -27,6 +28,9 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
     assert card["recipe"]["seed"] == 1234 and "scores" in card
     # The last 8 frames, sparsely up to 64 back, and the 3 frames whose gains are held.
     assert card["context_frames"] == 67
+    # Its stream step twin, beside it: 64 frames' features and 3 frames' gains of state.
+    assert card["stream_step"] == {"model": "smoke_denoiser_stream_step.tflite",
+                                   "state_size": 67 * 88}
     # The real speech and noise it learnt from are named with their versions.
     assert set(card["recipe"]["packages"]) == {"asterisk-core-sounds-en-g722",
                                                "asterisk-core-sounds-it-g722",
@@ -41,6 +45,15 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
         assert out.shape == audio.shape and np.isfinite(out).all()
         silence = enhancer.enhance_audio(np.zeros(4096, np.float32))
         assert np.all(silence == 0)
+        # Streamed through the step twin, chunk by chunk, it is the same to the bit.
+        stream = enhancer.open_stream(48000)
+        assert stream.stepped
+
+        async def streamed() -> np.ndarray:
+            parts = [await stream.push(audio[i:i + 3001]) for i in range(0, 48000, 3001)]
+            return np.concatenate([*parts, await stream.finish()])[:, 0]
+
+        assert np.array_equal(asyncio.run(streamed()).view(np.uint32), out.view(np.uint32))
 
 
 def test_served_gains_are_held_then_released():

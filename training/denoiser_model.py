@@ -11,12 +11,18 @@ level-invariant by removing its mean. An MLP predicts a gain in [0, 1] per band 
 the bins) and one per low bin (for hum lines), applied to the complex spectrum; bins above
 ``TOP_HZ`` get 0. Serving holds the gains: each is at least ``RELEASE^k`` times the gain
 ``k <= HOLD`` frames back, so gains rise at once and fall slowly, as RNNoise's do.
+Streams can skip the look-back's transforms: :func:`build_stream_step` is the same model one
+chunk at a time, its past (the look-back's features and the held gains) in and out as an
+explicit state tensor that travels with the chunk, so any worker can take any chunk; its
+output equals the serving model's, bit for bit.
 TFLite has a builtin RFFT but no inverse, so the inverse is built from the forward RFFT: the
 masked spectrum's real part extended evenly plus its imaginary part extended oddly is one real
 sequence whose RFFT holds both halves of the inverse transform.
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -89,10 +95,31 @@ def context_frames(context: int = CONTEXT, sparse: tuple[int, ...] = SPARSE,
     return lookback(context, sparse)[0] + hold
 
 
+def stream_state_size(context: int = CONTEXT, sparse: tuple[int, ...] = SPARSE,
+                      hold: int = HOLD) -> int:
+    """Floats in a stream's state: the features of the look-back's frames and the raw gains
+    of the frames whose gains are held into the next."""
+    return (lookback(context, sparse)[0] + hold) * FEATURES
+
+
 def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
                    sparse: tuple[int, ...] = SPARSE, hold: int = HOLD,
                    release: float = RELEASE):
-    """Two Keras models sharing one set of weights.
+    """The training and the serving model of :func:`build_models`."""
+    models = build_models(hidden, context, seed, sparse, hold, release)
+    return models.training, models.serving
+
+
+class Models(NamedTuple):
+    training: Any
+    serving: Any
+    stream_step: Any
+
+
+def build_models(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
+                 sparse: tuple[int, ...] = SPARSE, hold: int = HOLD,
+                 release: float = RELEASE) -> Models:
+    """Three Keras models sharing one set of weights.
 
     ``training``: (``[batch, len(lookback(context, sparse)) · FEATURES]`` stacked features
     of a frame and the past frames it sees, ``[batch, 2, BINS]`` the frame's noisy
@@ -102,6 +129,10 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
     :func:`context_frames`) → ``[n, FRAME, 1]``: zeros for the first ``lead``, then the
     enhanced frames, their gains held over ``hold`` frames with ``release`` per frame (the
     training model has no hold: it learns each frame's own gains).
+    ``stream_step``: (``[n, FRAME, 1]`` a stream's next windowed frames, ``[1, S]`` its
+    state, ``S`` from :func:`stream_state_size`) → (``[n, FRAME, 1]`` the enhanced frames,
+    ``[1, S]`` the state after them). A stream starts from a zero state with ``lead`` frames
+    of silence in front, as a serving block does; from then on it equals ``serving``.
     """
     import keras
     import tensorflow as tf
@@ -129,6 +160,16 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
     def normalised(stacked):
         # Level invariance: a gain on the input shifts every log energy equally.
         return stacked - tf.reduce_mean(stacked, axis=1, keepdims=True)
+
+    def inverse(re, im):
+        # Hermitian extension as one real sequence: even real part + odd imaginary part.
+        even = tf.concat([re, tf.reverse(re[:, 1:BINS - 1], axis=[1])], axis=1)
+        odd = tf.concat([im, -tf.reverse(im[:, 1:BINS - 1], axis=[1])], axis=1)
+        s = tf.signal.rfft(even + odd)
+        real, imag = tf.math.real(s), tf.math.imag(s)
+        first = real + imag
+        second = tf.reverse((real - imag)[:, 1:BINS - 1], axis=[1])
+        return tf.concat([first, second], axis=1) / FRAME
 
     mlp = keras.Sequential([
         keras.Input(shape=(width,)),
@@ -173,18 +214,40 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
                 held = tf.maximum(held, release ** k * raw[hold - k:count - k])
             gains = bin_gains(held)
             current = tf.reshape(where, [count, len(offsets)])[hold:, -1]  # offset 0 is last
-            re = tf.gather(re_all, current) * gains
-            im = tf.gather(im_all, current) * gains
-            # Hermitian extension as one real sequence: even real part + odd imaginary part.
-            even = tf.concat([re, tf.reverse(re[:, 1:BINS - 1], axis=[1])], axis=1)
-            odd = tf.concat([im, -tf.reverse(im[:, 1:BINS - 1], axis=[1])], axis=1)
-            s = tf.signal.rfft(even + odd)
-            real, imag = tf.math.real(s), tf.math.imag(s)
-            first = real + imag
-            second = tf.reverse((real - imag)[:, 1:BINS - 1], axis=[1])
-            out = tf.concat([tf.zeros([lead, FRAME]), tf.concat([first, second], axis=1)
-                             / FRAME], axis=0)
+            out = inverse(tf.gather(re_all, current) * gains,
+                          tf.gather(im_all, current) * gains)
+            out = tf.concat([tf.zeros([lead, FRAME]), out], axis=0)
             return tf.reshape(out, [-1, FRAME, 1])
+
+    class StreamStep(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.mlp = mlp
+
+        def call(self, inputs):
+            frames, state = inputs
+            frames = tf.reshape(frames, [-1, FRAME])
+            count = tf.shape(frames)[0]
+            # The state: the features of the last `oldest` frames, then the raw gains of
+            # the last `hold`; the same values the serving block computes from its rows.
+            oldest = offsets[0]
+            s = tf.signal.rfft(frames)
+            re, im = tf.math.real(s), tf.math.imag(s)
+            every = tf.concat([tf.reshape(state[0, :oldest * FEATURES], [oldest, FEATURES]),
+                               features(re, im)], axis=0)
+            seen = tf.constant([[oldest - k for k in offsets]], tf.int32)
+            stacked = tf.reshape(tf.gather(every, tf.range(count)[:, None] + seen),
+                                 [count, width])
+            raw = tf.concat([tf.reshape(state[0, oldest * FEATURES:], [hold, FEATURES]),
+                             self.mlp(normalised(stacked))], axis=0)
+            held = raw[hold:]
+            for k in range(1, hold + 1):
+                held = tf.maximum(held, release ** k * raw[hold - k:hold - k + count])
+            gains = bin_gains(held)
+            out = inverse(re * gains, im * gains)
+            after = tf.concat([tf.reshape(every[count:], [1, oldest * FEATURES]),
+                               tf.reshape(raw[count:], [1, hold * FEATURES])], axis=1)
+            return tf.reshape(out, [-1, FRAME, 1]), after
 
     stacked_in = keras.Input(shape=(width,), dtype="float32", name="features")
     noisy_in = keras.Input(shape=(2, BINS), dtype="float32", name="noisy")
@@ -192,7 +255,12 @@ def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
                            name="denoiser_train")
     serve_in = keras.Input(shape=(FRAME, 1), dtype="float32", name="audio")
     serving = keras.Model(serve_in, Serve()(serve_in), name="denoiser")
-    return training, serving
+    step_in = keras.Input(shape=(FRAME, 1), dtype="float32", name="audio")
+    state_in = keras.Input(shape=(stream_state_size(context, sparse, hold),),
+                           dtype="float32", name="state")
+    stream_step = keras.Model([step_in, state_in], StreamStep()([step_in, state_in]),
+                              name="denoiser_stream_step")
+    return Models(training, serving, stream_step)
 
 
 def export_fp16(model, tflite_path) -> bytes:

@@ -31,11 +31,12 @@ from training.denoiser_model import (
     RELEASE,
     SPARSE,
     TOP_HZ,
-    build_denoiser,
+    build_models,
     context_frames,
     export_fp16,
     frame_features,
     lookback,
+    stream_state_size,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,8 +205,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
 
     offsets = lookback(context, sparse)
     needed = context_frames(context, sparse)  # frames a serving block needs in front
-    training, serving = build_denoiser(hidden=hidden, context=context, seed=seed,
-                                       sparse=sparse)
+    training, serving, stream_step = build_models(hidden=hidden, context=context, seed=seed,
+                                                  sparse=sparse)
     training.compile(optimizer=keras.optimizers.Adam(1e-3), loss=spectral_loss)
     pool = new_pairs(pool_size)
     steps, losses, chunk = 0, [], 100
@@ -240,6 +241,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
         upcoming.result()
     output.parent.mkdir(parents=True, exist_ok=True)
     export_fp16(serving, output)
+    step_path = output.with_name(f"{output.stem}_stream_step.tflite")
+    export_fp16(stream_step, step_path)
     serving.save_weights(output.with_suffix(".weights.h5"))  # to re-export or fine-tune
     held_pairs, clean_wide = held_out_pairs(root, seed + 100, 12 if smoke else 60)
     seen_further = (f" and those {', '.join(map(str, sorted(sparse)))} frames back"
@@ -247,6 +250,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
     card = {
         "name": output.stem, "sample_rate": RATE, "frame_length": FRAME, "hop_length": HOP,
         "window": "sqrt-hann", "context_frames": needed,
+        "stream_step": {"model": step_path.name,
+                        "state_size": stream_state_size(context, sparse)},
         "description": f"Speech denoiser: spectral mask from the current and {context} past "
                        f"frames{seen_further} (stateless MLP on ERB band energies), held "
                        f"over {HOLD} frames with a release of {RELEASE} per frame, 48 kHz, "
