@@ -2,7 +2,8 @@
 segment, in one interpreter, one thread, best of many repeats.
 
 A stateless model's chunk brings the frames its output needs in front of it (the card's
-``context_frames``), so a chunk costs far more than its one frame does inside a long segment.
+``context_frames``), so a chunk costs far more than its one frame does inside a long segment;
+the model's stream step twin takes the chunk's one frame and the stream's state instead.
 Run: ``python -m bench.model_cost`` (prints a Markdown table).
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from bench.scaling import best_time
 from enhancer.model_card import load_card
-from enhancer.model_runner import ModelRunner
+from enhancer.model_runner import ModelRunner, StreamStepRunner
 from enhancer.paths import DENOISER_MODEL
 
 STREAM_CHUNK_S = 0.010  # the stream benchmark's chunk: 10 ms
@@ -35,13 +36,24 @@ def main(model_path: str = str(DENOISER_MODEL)) -> str:
         rows.append(f"| {label} | {card.context_frames + outputs} | {seconds * 1e6:.0f} µs | "
                     f"{seconds / outputs * 1e6:.0f} µs |")
     frames_per_second = card.sample_rate / hop
+    step_note = ""
+    if card.stream_step_path is not None:
+        step = StreamStepRunner(card.stream_step_path, runner.frame_length,
+                                card.stream_state_size)
+        frame = (0.01 * rng.standard_normal((1, runner.frame_length))).astype(np.float32)
+        state = np.zeros(card.stream_state_size, np.float32)
+        seconds = per_invoke[0] = best_time(partial(step.run, frame, state), 2000)
+        rows.append(f"| stream chunk (1 frame) by the stream step, its state in and out | 1 | "
+                    f"{seconds * 1e6:.0f} µs | {seconds * 1e6:.0f} µs |")
+        step_note = (f"; by the stream step, {frames_per_second * per_invoke[0]:.3f} cores, "
+                     f"{per_invoke[1] / per_invoke[0]:.1f}× less")
     return "\n".join([
         f"Model: {card.name} (`context_frames` {card.context_frames}, hop {hop}). "
         f"Command: `python -m bench.model_cost`.", "",
         "| invoke | rows in | time | per output frame |", "|---|---|---|---|", *rows, "",
         f"A real-time stream needs {frames_per_second:.1f} frames a second: "
         f"{frames_per_second * per_invoke[1]:.3f} cores of model time as one-frame chunks "
-        f"({STREAM_CHUNK_S * 1000:.0f} ms chunks are one frame each, or none).",
+        f"({STREAM_CHUNK_S * 1000:.0f} ms chunks are one frame each, or none){step_note}.",
     ])
 
 
