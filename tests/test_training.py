@@ -58,7 +58,8 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
 
 def test_served_gains_are_held_then_released():
     """The serving graph holds each frame's gains at RELEASE^k times those k <= HOLD frames
-    back, where that is more: checked against NumPy on a small untrained model."""
+    back, where that is more, and averages each low bin's with its neighbours': checked
+    against NumPy on a small untrained model."""
     from training.denoiser_model import (
         BANDS,
         FRAME,
@@ -91,7 +92,8 @@ def test_served_gains_are_held_then_released():
     assert (held > raw[HOLD:] * 1.01).any()  # the hold does something here
     _, spread = erb_band_matrices()
     low = np.ones((len(held), spread.shape[1]), np.float32)
-    low[:, 1:LOW_BINS + 1] = held[:, BANDS:]
+    edged = np.concatenate([held[:, BANDS:BANDS + 1], held[:, BANDS:], held[:, -1:]], axis=1)
+    low[:, 1:LOW_BINS + 1] = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
     top = np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ
     expected = np.fft.irfft(spectra[lead:] * (held[:, :BANDS] @ spread) * low * top, FRAME)
 

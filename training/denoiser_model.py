@@ -10,11 +10,12 @@ log energies in ERB-spaced bands plus the finest low bins; the stacked window is
 level-invariant by removing its mean. An MLP predicts a gain in [0, 1] per band (spread over
 the bins) and one per low bin (for hum lines), applied to the complex spectrum; bins above
 ``TOP_HZ`` get 0. Serving holds the gains: each is at least ``RELEASE^k`` times the gain
-``k <= HOLD`` frames back, so gains rise at once and fall slowly, as RNNoise's do.
-Streams can skip the look-back's transforms: :func:`build_stream_step` is the same model one
-chunk at a time, its past (the look-back's features and the held gains) in and out as an
-explicit state tensor that travels with the chunk, so any worker can take any chunk; its
-output equals the serving model's, bit for bit.
+``k <= HOLD`` frames back, so gains rise at once and fall slowly, as RNNoise's do, and each
+low bin's is averaged with its neighbours'.
+Streams can skip the look-back's transforms: the ``stream_step`` of :func:`build_models` is
+the same model one chunk at a time, its past (the look-back's features and the held gains)
+in and out as an explicit state tensor that travels with the chunk, so any worker can take
+any chunk; its output equals the serving model's, bit for bit.
 TFLite has a builtin RFFT but no inverse, so the inverse is built from the forward RFFT: the
 masked spectrum's real part extended evenly plus its imaginary part extended oddly is one real
 sequence whose RFFT holds both halves of the inverse transform.
@@ -49,6 +50,13 @@ SPARSE = (16, 32, 48, 64)
 # SI-SDR gain falls 0.41 dB, against 0.17 for this one.
 RELEASE = 0.8
 HOLD = 3
+# Serving averages each low bin's held gain with its two neighbours' (the edges repeated):
+# gains set bin by bin flicker against each other in noise, which is heard as musical noise.
+# Measured on the same 60 mixtures: PESQ-WB 1.897 -> 1.908, DNSMOS SIG 2.69 -> 2.74, OVRL
+# 2.297 -> 2.307, SI-SDR gain unchanged (+6.08 dB); on synthetic speech -0.08 dB. Five bins
+# instead of three: PESQ 1.904; the low bins also held longer (0.9 over 6 frames): PESQ 1.910,
+# OVRL 2.323, but 3 more frames of look-back for every chunk and -0.10 dB on synthetic speech.
+SMOOTH_LOW = True
 # Nothing above this passes: no training speech reaches it (44.1 kHz recordings end at
 # 22.05 kHz), so no loss ever teaches those bins, and noise there went through untouched.
 TOP_HZ = 22500.0
@@ -104,9 +112,9 @@ def stream_state_size(context: int = CONTEXT, sparse: tuple[int, ...] = SPARSE,
 
 def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
                    sparse: tuple[int, ...] = SPARSE, hold: int = HOLD,
-                   release: float = RELEASE):
+                   release: float = RELEASE, smooth_low: bool = SMOOTH_LOW):
     """The training and the serving model of :func:`build_models`."""
-    models = build_models(hidden, context, seed, sparse, hold, release)
+    models = build_models(hidden, context, seed, sparse, hold, release, smooth_low)
     return models.training, models.serving
 
 
@@ -118,7 +126,7 @@ class Models(NamedTuple):
 
 def build_models(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
                  sparse: tuple[int, ...] = SPARSE, hold: int = HOLD,
-                 release: float = RELEASE) -> Models:
+                 release: float = RELEASE, smooth_low: bool = SMOOTH_LOW) -> Models:
     """Three Keras models sharing one set of weights.
 
     ``training``: (``[batch, len(lookback(context, sparse)) · FEATURES]`` stacked features
@@ -127,8 +135,9 @@ def build_models(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
     :func:`frame_features`, so training needs no FFT.
     ``serving``: ``[n, FRAME, 1]`` windowed consecutive frames (``n > lead``, ``lead`` from
     :func:`context_frames`) → ``[n, FRAME, 1]``: zeros for the first ``lead``, then the
-    enhanced frames, their gains held over ``hold`` frames with ``release`` per frame (the
-    training model has no hold: it learns each frame's own gains).
+    enhanced frames, their gains held over ``hold`` frames with ``release`` per frame and,
+    with ``smooth_low``, each low bin's averaged with its neighbours' (the training model has
+    neither: it learns each frame's and each bin's own gains).
     ``stream_step``: (``[n, FRAME, 1]`` a stream's next windowed frames, ``[1, S]`` its
     state, ``S`` from :func:`stream_state_size`) → (``[n, FRAME, 1]`` the enhanced frames,
     ``[1, S]`` the state after them). A stream starts from a zero state with ``lead`` frames
@@ -151,9 +160,13 @@ def build_models(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
 
     top = (np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ).astype(np.float32)
 
-    def bin_gains(gains):
+    def bin_gains(gains, smooth_low=False):
         band = tf.matmul(gains[:, :BANDS], tf.constant(spread))
-        low = tf.concat([tf.ones_like(band[:, :1]), gains[:, BANDS:],
+        low = gains[:, BANDS:]
+        if smooth_low:  # each low bin's gain averaged with its neighbours' (SMOOTH_LOW)
+            edged = tf.concat([low[:, :1], low, low[:, -1:]], axis=1)
+            low = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
+        low = tf.concat([tf.ones_like(band[:, :1]), low,
                          tf.ones_like(band[:, LOW_BINS + 1:])], axis=1)
         return band * low * tf.constant(top)
 
@@ -212,7 +225,7 @@ def build_models(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
             held = raw[hold:]  # at least release^k times the gains k frames back
             for k in range(1, hold + 1):
                 held = tf.maximum(held, release ** k * raw[hold - k:count - k])
-            gains = bin_gains(held)
+            gains = bin_gains(held, smooth_low)
             current = tf.reshape(where, [count, len(offsets)])[hold:, -1]  # offset 0 is last
             out = inverse(tf.gather(re_all, current) * gains,
                           tf.gather(im_all, current) * gains)
@@ -243,7 +256,7 @@ def build_models(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
             held = raw[hold:]
             for k in range(1, hold + 1):
                 held = tf.maximum(held, release ** k * raw[hold - k:hold - k + count])
-            gains = bin_gains(held)
+            gains = bin_gains(held, smooth_low)
             out = inverse(re * gains, im * gains)
             after = tf.concat([tf.reshape(every[count:], [1, oldest * FEATURES]),
                                tf.reshape(raw[count:], [1, hold * FEATURES])], axis=1)

@@ -254,8 +254,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
                         "state_size": stream_state_size(context, sparse)},
         "description": f"Speech denoiser: spectral mask from the current and {context} past "
                        f"frames{seen_further} (stateless MLP on ERB band energies), held "
-                       f"over {HOLD} frames with a release of {RELEASE} per frame, 48 kHz, "
-                       f"1024-sample frames, 50 % overlap, causal.",
+                       f"over {HOLD} frames with a release of {RELEASE} per frame, low bins "
+                       f"smoothed over 3, 48 kHz, 1024-sample frames, 50 % overlap, causal.",
         "recipe": {
             "speech": {
                 "real": f"Debian packages (recipe.packages): "
@@ -279,7 +279,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
             "model": f"MLP {len(offsets) * FEATURES}-{hidden}-{hidden}-{hidden}-{FEATURES}, "
                      f"sigmoid band and low-bin gains on the complex spectrum, none above "
                      f"{TOP_HZ / 1000:g} kHz; serving holds each gain at least {RELEASE}^k "
-                     f"times the gain k <= {HOLD} frames back; fp16 weights",
+                     f"times the gain k <= {HOLD} frames back and averages each low bin's "
+                     f"gain with its 2 neighbours'; fp16 weights",
             "loss": ("in-band " if mask_bandwidth else "")
                     + "compressed-magnitude (power 0.3) error plus complex error relative to "
                       "the noisy frame's energy",
