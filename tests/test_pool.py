@@ -348,6 +348,56 @@ def test_a_task_of_several_segments_is_each_segment_run_alone_and_names_a_failin
     assert failed.value.index == 1 and isinstance(failed.value.__cause__, ValueError)
 
 
+def test_a_task_lays_out_stream_steps_with_their_state_and_each_equals_the_plain_run():
+    """A task of a file's segment, a stream's first chunk (look-back and a zero state) and
+    its next chunk (the state the first left, no look-back): each result equals the frames
+    run with their look-back by the model itself."""
+    from enhancer.model_card import framing_for, load_card
+    from enhancer.model_runner import StreamStepRunner
+    from enhancer.segments import input_length, result_length
+    from enhancer.worker import PLAIN, SegmentFailed, StreamSteps, process_audio, process_task
+
+    card = load_card(DENOISER, 48000)
+    runner = ModelRunner(DENOISER)
+    framing = framing_for(card, runner.frame_length)
+    steps = StreamSteps(StreamStepRunner(card.stream_step_path, 1024, card.stream_state_size),
+                        framing)
+    size, hop = card.stream_state_size, framing.hop_length
+    audio = random_audio(input_length(framing, 5), seed=4)  # 67 frames of look-back, then 5
+    first, later = audio[:input_length(framing, 3)], audio[(67 + 3) * hop:]
+    plain = random_audio(input_length(framing, 2), seed=5)
+    samples = np.concatenate([plain, np.zeros(size, np.float32), first,
+                              np.zeros(size, np.float32), later])
+    out = np.full(result_length(framing, 2) * 2 + result_length(framing, 3) + 2 * size, np.nan,
+                  np.float32)
+    counts = np.array([2, 3, 2], "<u4")
+    kinds = np.array([PLAIN, 67, 0], "<i4")
+    # The second chunk's state is the first's result: run the first alone to get it.
+    first_alone = np.empty(result_length(framing, 3) + size, np.float32)
+    process_task(runner, framing, np.concatenate([np.zeros(size, np.float32), first]),
+                 counts[1:2], first_alone, kinds[1:2], steps)
+    at = plain.shape[0] + size + first.shape[0]
+    samples[at:at + size] = first_alone[-size:]
+    process_task(runner, framing, samples, counts, out, kinds, steps)
+
+    alone = np.empty(result_length(framing, 2), np.float32)
+    process_audio(runner, framing, plain, 2, alone)
+    first_plain = np.empty(result_length(framing, 3), np.float32)
+    process_audio(runner, framing, first, 3, first_plain)
+    later_plain = np.empty(result_length(framing, 2), np.float32)
+    process_audio(runner, framing, audio[3 * hop:], 2, later_plain)  # frames 3-4, look-back
+    results = np.split(out, np.cumsum([alone.shape[0], first_plain.shape[0], size,
+                                       later_plain.shape[0]]))
+    assert same_bits(results[0], alone)
+    assert same_bits(results[1], first_plain) and same_bits(results[1], first_alone[:-size])
+    assert same_bits(results[2], first_alone[-size:])  # the state after the first chunk
+    assert same_bits(results[3], later_plain) and results[4].shape == (size,)
+
+    with pytest.raises(SegmentFailed) as failed:  # a step segment for a worker without one
+        process_task(runner, framing, samples, counts, out, kinds, None)
+    assert failed.value.index == 1 and "has no stream step" in str(failed.value.__cause__)
+
+
 # ------------------------------------------------------------------ the watchdog
 
 
