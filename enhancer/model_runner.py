@@ -10,6 +10,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,23 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def _load(model_path: Path, num_threads: int, what: str) -> Any:
+    """A LiteRT interpreter of ``model_path``, its tensors allocated; ``ModelError`` naming
+    the path when the file is missing or not a model LiteRT can run."""
+    if not model_path.is_file():
+        raise ModelError(f"{what} file not found: {model_path}")
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        with _stderr_silenced():
+            interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+            # The delegate (and its INFO line) is created on the first allocation.
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot load model {model_path}: {exc}") from None
+    return interpreter
+
+
 class ModelRunner:
     """Run a TFLite model whose input is ``[batch, frame_length, 1]`` float32.
 
@@ -52,18 +70,7 @@ class ModelRunner:
 
     def __init__(self, model_path: str | Path, num_threads: int = 1) -> None:
         self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ModelError(f"model file not found: {self.model_path}")
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            with _stderr_silenced():
-                self._interpreter = Interpreter(model_path=str(self.model_path),
-                                                num_threads=num_threads)
-                # The delegate (and its INFO line) is created on the first allocation.
-                self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
+        self._interpreter = _load(self.model_path, num_threads, "model")
 
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
@@ -126,17 +133,7 @@ class StreamStepRunner:
                  num_threads: int = 1) -> None:
         self.model_path = Path(model_path)
         self.frame_length, self.state_size = frame_length, state_size
-        if not self.model_path.is_file():
-            raise ModelError(f"stream step model file not found: {self.model_path}")
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            with _stderr_silenced():
-                self._interpreter = Interpreter(model_path=str(self.model_path),
-                                                num_threads=num_threads)
-                self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
+        self._interpreter = _load(self.model_path, num_threads, "stream step model")
         # Told apart by rank: frames are [n, frame, 1], the state [1, size].
         inputs = {len(d["shape_signature"]): d for d in self._interpreter.get_input_details()}
         outputs = {len(d["shape_signature"]): d for d in self._interpreter.get_output_details()}
