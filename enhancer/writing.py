@@ -145,11 +145,23 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: AudioFormat) -> tup
     Float and lossy formats keep every value (a ×3 model may exceed 1.0); integer formats
     saturate at the range's ends rather than wrap.
     """
+    view, clipped = encode_audio_view(samples, sample_rate, fmt)
+    return bytes(view), clipped
+
+
+def encode_audio_view(samples: np.ndarray, sample_rate: int,
+                      fmt: AudioFormat) -> tuple[memoryview, int]:
+    """As :func:`encode_audio`, but a byte view of the encoding, not a copy of it.
+
+    For the service: copying a 10-minute answer into a new ``bytes`` holds the GIL for tens
+    of milliseconds (the new memory faults in page by page), and while it does, the event
+    loop, and every live stream on it, waits.
+    """
     if fmt.container == "raw":
         data, clipped = _storage(samples, fmt)
-        return data.tobytes(), clipped
+        return np.ascontiguousarray(data).data.cast("B"), clipped
     buffer = io.BytesIO()
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     with AudioWriter(buffer, fmt, sample_rate, channels) as writer:
         writer.write(samples)
-    return buffer.getvalue(), writer.clipped
+    return buffer.getbuffer(), writer.clipped

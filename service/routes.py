@@ -29,7 +29,7 @@ from audio_manipulations import (
 )
 from enhancer.enhancer import MAX_ATTEN_LIM_DB
 from enhancer.reading import open_memory, read_decoded
-from enhancer.writing import encode_audio
+from enhancer.writing import encode_audio_view
 from service.deps import MetricsDep, ModelsDep, SettingsDep
 from service.middleware import InflightMemory
 from service.schemas import AUDIO_RESPONSE, Health, ModelInfo, RawFormat, Readiness, error
@@ -183,8 +183,8 @@ async def enhance(
             raise HTTPException(504, f"enhancing took longer than "
                                      f"{settings.REQUEST_TIMEOUT_S:g} s") from None
         elapsed = time.perf_counter() - started
-        encoded, clipped = await asyncio.to_thread(encode_audio, enhanced, audio.sample_rate,
-                                                   audio.format)
+        encoded, clipped = await asyncio.to_thread(encode_audio_view, enhanced,
+                                                   audio.sample_rate, audio.format)
         del enhanced
     finally:
         memory.release(held)
@@ -198,17 +198,16 @@ async def enhance(
         "X-Clipped-Samples": str(clipped),
     }
     if len(encoded) <= STREAM_RESPONSE_BYTES:
-        return Response(encoded, media_type=audio.format.media_type, headers=headers)
+        return Response(bytes(encoded), media_type=audio.format.media_type, headers=headers)
     # Long audio goes out in pieces, so the send buffer (and a slow reader) holds one at a time.
     headers["Content-Length"] = str(len(encoded))
     return StreamingResponse(_pieces(encoded), media_type=audio.format.media_type,
                              headers=headers)
 
 
-async def _pieces(encoded: bytes) -> AsyncIterator[bytes]:
-    view = memoryview(encoded)
-    for start in range(0, len(view), STREAM_RESPONSE_BYTES):
-        yield bytes(view[start:start + STREAM_RESPONSE_BYTES])
+async def _pieces(encoded: memoryview) -> AsyncIterator[bytes]:
+    for start in range(0, len(encoded), STREAM_RESPONSE_BYTES):
+        yield bytes(encoded[start:start + STREAM_RESPONSE_BYTES])
 
 
 @router.get("/models", response_model=list[ModelInfo], tags=["models"],

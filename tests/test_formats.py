@@ -121,6 +121,20 @@ def test_float_output_keeps_values_above_one():
     assert sf.read(io.BytesIO(encoded), dtype="float32")[0].tolist() == [1.5, -3.0]
 
 
+@pytest.mark.parametrize("container, subtype", FORMATS)
+def test_the_services_byte_view_of_an_encoding_is_the_encoding(container, subtype):
+    """The service answers from a view of the encoded bytes (a copy of a long answer would
+    hold the GIL, and the event loop with it); the view holds the same bytes."""
+    from enhancer.writing import encode_audio_view
+
+    samples = np.random.default_rng(3).uniform(-1.2, 1.2, (4000, 2)).astype(np.float32)
+    fmt = AudioFormat(container, subtype)
+    view, clipped = encode_audio_view(samples, 16000, fmt)
+    assert isinstance(view, memoryview) and view.format == "B" and view.ndim == 1
+    assert (bytes(view), clipped) == encode_audio(samples, 16000, fmt)
+    assert clipped > 0 if fmt.is_integer else clipped == 0
+
+
 def test_broken_inputs_give_clear_errors():
     wav = (SAMPLES / "speech_stereo_48000.wav").read_bytes()
     with pytest.raises(InvalidAudio, match="the WAV data is truncated: its header announces "
