@@ -21,6 +21,8 @@ Run: ``python -m bench.stream_bench`` (part of ``make bench``); writes
 ``python -m bench.stream_bench --frontends 4 --workers 12 --clients 4 --out FILE`` serves from
 4 front-end processes (``FRONTEND_PROCESSES``) with 3 workers each and spreads the load
 generator over 4 processes, so that it does not become the bottleneck itself.
+``--model passthrough --out FILE`` runs the same bench on the passthrough model, which costs
+the workers next to nothing: what is left is the service's own cost per stream.
 """
 
 from __future__ import annotations
