@@ -145,6 +145,10 @@ class Framing:
             # Overlap-added squared sqrt-Hann windows sum to frame / (2 hop).
             self._synthesis = self._window * np.float32(2 * hop_length / frame_length)
 
+    def with_context(self, context: int) -> Framing:
+        """The same framing with ``context`` frames of look-back."""
+        return Framing(self.frame_length, self.hop_length, self.window, context)
+
     @property
     def window_array(self) -> np.ndarray:
         """The analysis window frames are multiplied by (overlapping framing only)."""

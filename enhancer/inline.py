@@ -16,7 +16,14 @@ from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError
 from enhancer.framing import Framing
 from enhancer.model_runner import ModelRunner, StreamStepRunner
-from enhancer.segments import Job, input_length, result_length, run_segment, run_stream_step
+from enhancer.segments import (
+    Job,
+    input_length,
+    result_length,
+    run_segment,
+    run_stream_step,
+    stream_step_refusal,
+)
 
 
 class InlineBackend:
@@ -44,6 +51,9 @@ class InlineBackend:
             future.set_exception(EnhancerClosed("the enhancer is closed"))
             return future
         try:
+            refusal = stream_step_refusal(job, self.runs_stream_steps, self.max_segment_frames)
+            if refusal is not None:
+                raise ValueError(refusal)
             with self._lock:
                 first = 0
                 while first < job.num_frames:
@@ -52,11 +62,8 @@ class InlineBackend:
                     if channel.state is None:
                         run_segment(self._runner.run, self.framing, self._samples, count,
                                     self._result)
-                    else:  # a stream chunk: its state goes through it in one piece
-                        if self._step is None or count < channel.num_frames:
-                            raise ValueError(
-                                f"a stream step chunk needs a model with a stream step and "
-                                f"at most {self.max_segment_frames} frames a channel")
+                    else:  # a stream chunk (one segment: stream_step_refusal)
+                        assert self._step is not None
                         channel.state_out = np.empty(self._step.state_size, np.float32)
                         run_stream_step(self._step.run, channel.framing, self._samples, count,
                                         self._result, channel.state, channel.state_out)

@@ -63,7 +63,13 @@ from enhancer import work
 from enhancer.backend import Priority, Progress
 from enhancer.errors import EnhancerClosed, ModelError, PoolBroken, WorkerCrashed
 from enhancer.framing import Framing
-from enhancer.segments import Job, input_length, result_length, segment_frames
+from enhancer.segments import (
+    Job,
+    input_length,
+    result_length,
+    segment_frames,
+    stream_step_refusal,
+)
 from enhancer.work import Arena, Part, Session, Task, Worker, fail
 from enhancer.worker import (
     PLAIN,
@@ -168,12 +174,9 @@ class WorkerPool:
         with self._pending_lock:
             self._pending += 1
         future.add_done_callback(self._session_done)
-        stepped = [c.num_frames for c in job.channels if c.state is not None]
-        if stepped and (not self.runs_stream_steps or max(stepped) > self.max_segment_frames):
-            # A step chunk is one segment a channel: its state goes through it in one piece.
-            future.set_exception(ValueError(
-                f"a stream step chunk needs a model with a stream step and at most "
-                f"{self.max_segment_frames} frames a channel, got {max(stepped)}"))
+        refusal = stream_step_refusal(job, self.runs_stream_steps, self.max_segment_frames)
+        if refusal is not None:
+            future.set_exception(ValueError(refusal))
             return future
         # Under the close lock, so a session is never queued after the collector's last look.
         with self._close_lock:
@@ -332,9 +335,9 @@ class WorkerPool:
                                                                        self._last_live))
         channel, channel_first, count = session.job.locate(first, count)
         # A stream step's state goes in front of its samples and comes back behind its result.
-        state = 0 if channel.state is None else self.state_size
-        input_size = state + input_length(channel.framing, count)
-        result_size = result_length(channel.framing, count) + state
+        state_floats = 0 if channel.state is None else self.state_size
+        input_size = state_floats + input_length(channel.framing, count)
+        result_size = result_length(channel.framing, count) + state_floats
         taken = sum(p.input_size for p in parts)
         written = sum(p.result_size for p in parts)
         if parts and (taken + input_size > arena.samples.shape[0]
@@ -347,8 +350,8 @@ class WorkerPool:
         if session.has_work():
             self._round_robin[session.priority].append(session)
         if channel.state is not None:
-            arena.samples[taken:taken + state] = channel.state
-        channel.input_for(channel_first, count, arena.samples[taken + state:])
+            arena.samples[taken:taken + state_floats] = channel.state
+        channel.input_for(channel_first, count, arena.samples[taken + state_floats:])
         kind = PLAIN if channel.state is None else channel.framing.context
         parts.append(Part(session, first, count, channel, channel_first, written, input_size,
                           result_size, kind))

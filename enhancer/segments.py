@@ -95,6 +95,17 @@ def run_stream_step(run_step, framing: Framing, samples: np.ndarray, count: int,
     run_segment(run_model, framing, samples, count, out)
 
 
+def stream_step_refusal(job: Job, runs_stream_steps: bool,
+                        max_segment_frames: int) -> str | None:
+    """Why a backend cannot run ``job``'s stream step chunks, or None if it can: each is one
+    segment (its state goes through it in one piece), on a model that has a stream step."""
+    stepped = [c.num_frames for c in job.channels if c.state is not None]
+    if stepped and (not runs_stream_steps or max(stepped) > max_segment_frames):
+        return (f"a stream step chunk needs a model with a stream step and at most "
+                f"{max_segment_frames} frames a channel, got {max(stepped)}")
+    return None
+
+
 @dataclass(eq=False)
 class ChannelJob:
     """One channel's samples at the model's rate, and the slots its segments fill.

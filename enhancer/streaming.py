@@ -84,7 +84,7 @@ class StreamFramer:
             # From now on the state stands for the look-back: drop its frames.
             self._pending = self._pending[(count + self.framing.context) * hop:].copy()
             self._context = 0
-            self.framing = Framing(frame, hop, self.framing.window, 0)
+            self.framing = self.framing.with_context(0)
         else:
             self._pending = self._pending[count * hop:].copy()
         return job

@@ -138,8 +138,7 @@ class StreamSteps:
     def __init__(self, runner: StreamStepRunner, framing: Framing) -> None:
         self.runner = runner
         self.state_size = runner.state_size
-        self._framings = {context: Framing(framing.frame_length, framing.hop_length,
-                                           framing.window, context)
+        self._framings = {context: framing.with_context(context)
                           for context in {0, framing.context}}
 
     def framing(self, context: int) -> Framing:
