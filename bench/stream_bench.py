@@ -61,13 +61,12 @@ MODELS = {"denoiser": DENOISER,
           "passthrough": ROOT / "models" / "passthrough_model_lite.tflite"}
 
 
-def framing_of(model: Path) -> tuple[int, int]:
+Framing = tuple[int, int]  # the model's frame and hop, which say when output is due
+
+
+def framing_of(model: Path) -> Framing:
     card = json.loads(model.with_suffix(".json").read_text())
     return card["frame_length"], card["hop_length"]
-
-
-# The model's framing; the load-generator processes take the default model's.
-FRAME, HOP = framing_of(DENOISER)
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -79,13 +78,15 @@ def speech(seconds: float) -> np.ndarray:
     return np.tile(audio, reps)[: int(seconds * RATE)]
 
 
-def ready_after(samples_in: int) -> int:
+def ready_after(samples_in: int, framing: Framing) -> int:
     """Output samples a stream can have once ``samples_in`` samples are in, were processing
     instant: the hops of the frames completed, less the one-frame lead-in."""
-    return max(0, (samples_in // HOP - FRAME // HOP + 1) * HOP)
+    frame, hop = framing
+    return max(0, (samples_in // hop - frame // hop + 1) * hop)
 
 
-async def one_stream(url: str, audio: np.ndarray) -> list[tuple[float, float]]:
+async def one_stream(url: str, audio: np.ndarray,
+                     framing: Framing) -> list[tuple[float, float]]:
     """Stream ``audio`` in real time; when each frame-completing chunk was sent and its added
     latency, s."""
     sent_at: list[tuple[float, int]] = []  # (time, samples sent so far)
@@ -103,7 +104,7 @@ async def one_stream(url: str, audio: np.ndarray) -> list[tuple[float, float]]:
     assert total == len(audio), (total, len(audio))
     latencies, cursor, previous = [], 0, 0
     for when, samples_in in sent_at:
-        wanted = ready_after(samples_in)
+        wanted = ready_after(samples_in, framing)
         if wanted <= previous:
             continue  # this chunk completes no frame: nothing is due for it
         previous = wanted
@@ -113,11 +114,11 @@ async def one_stream(url: str, audio: np.ndarray) -> list[tuple[float, float]]:
     return latencies
 
 
-async def streams(url: str, count: int,
-                  audio: np.ndarray) -> list[list[tuple[float, float]]]:
+async def streams(url: str, count: int, audio: np.ndarray,
+                  framing: Framing) -> list[list[tuple[float, float]]]:
     async def staggered(index: int) -> list[tuple[float, float]]:
         await asyncio.sleep(index * 0.01 / max(1, count / 10))  # not all on the same tick
-        return await one_stream(url, audio)
+        return await one_stream(url, audio, framing)
 
     return await asyncio.gather(*(staggered(i) for i in range(count)))
 
@@ -127,18 +128,21 @@ def _speech() -> np.ndarray:
     return speech(SECONDS)
 
 
-def _client_streams(url: str, count: int) -> list[list[tuple[float, float]]]:
+def _client_streams(url: str, count: int,
+                    framing: Framing) -> list[list[tuple[float, float]]]:
     """``count`` streams from a load-generator process (its monotonic clock is the system's,
     so its times compare with the upload's)."""
-    return asyncio.run(streams(url, count, _speech())) if count else []
+    return asyncio.run(streams(url, count, _speech(), framing)) if count else []
 
 
 class LoadGenerator:
     """Real-time streams from this process, or spread over ``processes`` processes when one
-    would not keep up (many streams on a machine with many cores)."""
+    would not keep up (many streams on a machine with many cores), to a model of
+    ``framing``."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, framing: Framing) -> None:
         self.processes = processes
+        self.framing = framing
         self._pool = (ProcessPoolExecutor(processes, mp_context=get_context("spawn"))
                       if processes > 1 else None)
         if self._pool is not None:  # started and warm before anything is timed
@@ -146,10 +150,11 @@ class LoadGenerator:
 
     def run(self, url: str, count: int) -> list[list[tuple[float, float]]]:
         if self._pool is None:
-            return _client_streams(url, count)
+            return _client_streams(url, count, self.framing)
         shares = [count // self.processes + (i < count % self.processes)
                   for i in range(self.processes)]
-        futures = [self._pool.submit(_client_streams, url, share) for share in shares]
+        futures = [self._pool.submit(_client_streams, url, share, self.framing)
+                   for share in shares]
         return [stream for future in futures for stream in future.result()]
 
     def close(self) -> None:
@@ -225,11 +230,7 @@ def service_cpu_seconds(pid: int) -> tuple[float, float]:
 
 def run(frontends: int = 1, workers: int = 2, clients: int = 1,
         upload_streams: int = 16, model: Path = DENOISER) -> list[str]:
-    global FRAME, HOP
-    FRAME, HOP = framing_of(model)
-    if clients > 1 and model != DENOISER:
-        raise SystemExit("--clients above 1 needs the denoiser (the clients' framing)")
-    load = LoadGenerator(clients)
+    load = LoadGenerator(clients, framing_of(model))
     try:
         return _run(load, frontends, workers, upload_streams, model)
     finally:
@@ -308,6 +309,7 @@ def main() -> None:
     if args.model != "denoiser" and args.out is None:
         parser.error("--model other than the denoiser needs --out (the README's figures are "
                      "the denoiser's)")
+    frame, hop = framing_of(MODELS[args.model])
     rows = run(args.frontends, args.workers, args.clients, args.upload_streams,
                MODELS[args.model])
     table = "| case | p50 | p99 |\n|---|---|---|\n" + "\n".join(rows) + "\n"
@@ -325,7 +327,7 @@ def main() -> None:
         f"48 kHz mono, 10 ms chunks sent in real time, {SECONDS:g} s per stream. Added "
         "latency, measured by the client: from sending a chunk that completes a frame to "
         "receiving the samples that frame makes ready, on top of the framing's own "
-        f"{(FRAME - HOP) / RATE * 1000:.1f}-{FRAME / RATE * 1000:.1f} ms (p50 and p99 over "
+        f"{(frame - hop) / RATE * 1000:.1f}-{frame / RATE * 1000:.1f} ms (p50 and p99 over "
         "the chunks of all streams).\n\n"
         "| case | p50 | p99 |\n|---|---|---|\n" + "\n".join(rows) + "\n")
     print(out.read_text())
