@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from enhancer import AudioEnhancer
-from tests.helpers import ROOT
+from tests.helpers import ROOT, same_bits
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None and not os.environ.get("CI"),
@@ -53,7 +53,7 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
             parts = [await stream.push(audio[i:i + 3001]) for i in range(0, 48000, 3001)]
             return np.concatenate([*parts, await stream.finish()])[:, 0]
 
-        assert np.array_equal(asyncio.run(streamed()).view(np.uint32), out.view(np.uint32))
+        assert same_bits(asyncio.run(streamed()), out)
 
 
 def test_served_gains_are_held_then_released():

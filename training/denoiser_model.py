@@ -106,8 +106,9 @@ def context_frames(context: int = CONTEXT, sparse: tuple[int, ...] = SPARSE,
 def stream_state_size(context: int = CONTEXT, sparse: tuple[int, ...] = SPARSE,
                       hold: int = HOLD) -> int:
     """Floats in a stream's state: the features of the look-back's frames and the raw gains
-    of the frames whose gains are held into the next."""
-    return (lookback(context, sparse)[0] + hold) * FEATURES
+    of the frames whose gains are held into the next: a feature row for each frame a block
+    needs in front."""
+    return context_frames(context, sparse, hold) * FEATURES
 
 
 def build_denoiser(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
