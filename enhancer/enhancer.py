@@ -119,7 +119,9 @@ class AudioEnhancer:
 
             del runner
             self.backend = RayServeBackend(self.model_path, self.card.name, self.framing,
-                                           ray_options or RayOptions())
+                                           ray_options or RayOptions(),
+                                           step_model_path=self.card.stream_step_path,
+                                           state_size=self.card.stream_state_size)
         elif num_processes == 0:
             step = None
             if self.card.stream_step_path is not None:

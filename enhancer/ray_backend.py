@@ -32,8 +32,10 @@ The dispatcher keeps at most ``max_ongoing_requests`` segments per replica the d
 may have (its target, or its autoscaling maximum) in flight and sends the jobs' next segments
 in turn, live streams' first (:class:`~enhancer.backend.Priority`), so a long request does
 not starve short ones and Serve's own queue stays short (the autoscaler still sees the
-demand). A stream's state (the samples where its chunks meet) lives in the API process and
-the shipped models are stateless, so streams need no replica affinity.
+demand). A stream's state (the samples where its chunks meet, and the model's state from its
+stream step twin) lives in the API process and travels with each chunk
+(``ModelReplica.run_step``: the state in, the state after it out), so streams need no replica
+affinity and a replica that dies loses only the chunk it held.
 
 The Serve side (replicas, the applications, the error mapping, joining the cluster) is
 :mod:`enhancer.ray_serve`; its import paths are also reachable from here, as the config
@@ -78,7 +80,7 @@ from enhancer.ray_serve import (
     model_app,
     start_application,
 )
-from enhancer.segments import ChannelJob, Job, input_length
+from enhancer.segments import ChannelJob, Job, input_length, stream_step_refusal
 from enhancer.work import Session, fail
 
 if TYPE_CHECKING:
@@ -109,8 +111,12 @@ class RayServeBackend:
     """
 
     def __init__(self, model_path: str | Path, model_name: str, framing: Framing,
-                 options: RayOptions) -> None:
+                 options: RayOptions, step_model_path: str | Path | None = None,
+                 state_size: int = 0) -> None:
         self.model_path = Path(model_path)
+        # The model's stream step twin: streams' chunks after the first carry their state,
+        # not their look-back frames, as with the local pool.
+        self.runs_stream_steps = step_model_path is not None
         self.app_name = app_name_for(model_name)
         self.framing = framing
         self.options = options
@@ -130,9 +136,11 @@ class RayServeBackend:
 
         connect(options.address)
         try:
-            application = start_application(self.model_path, self.app_name, self.framing,
-                                            options)
+            application = start_application(
+                self.model_path, self.app_name, self.framing, options,
+                None if step_model_path is None else Path(step_model_path), state_size)
             self._handle = application.options(method_name="run")
+            self._step_handle = application.options(method_name="run_step")
             self._wait_until_running()
         except BaseException:
             self._stop.set()
@@ -184,6 +192,11 @@ class RayServeBackend:
             return future
         if self._broken_reason is not None:
             future.set_exception(PoolBroken(self._broken_reason))
+            return future
+        # A stream step chunk goes in one call, whatever its size: its state goes through it.
+        refusal = stream_step_refusal(job, self.runs_stream_steps, job.num_frames)
+        if refusal is not None:
+            future.set_exception(ValueError(refusal))
             return future
         session = Session(session_id, job, future, progress, priority, segment_frames=1)
         try:
@@ -247,9 +260,10 @@ class RayServeBackend:
         if self._closed:
             fail(session.future, EnhancerClosed("the enhancer is closed"))
             return
-        session.segment_frames = segment_frames(session.job.num_frames,
-                                                len(self.state.running),
-                                                self.options.frames_per_call)
+        job = session.job
+        session.segment_frames = (job.num_frames if any(c.state is not None for c in job.channels)
+                                  else segment_frames(job.num_frames, len(self.state.running),
+                                                      self.options.frames_per_call))
         self._waiting[session.priority].append(session)
         self._pump()
 
@@ -270,7 +284,7 @@ class RayServeBackend:
             try:
                 channel, first, count = session.job.locate(session.next_frame,
                                                            session.segment_frames)
-                samples = np.empty(input_length(self.framing, count), np.float32)
+                samples = np.empty(input_length(channel.framing, count), np.float32)
                 channel.input_for(first, count, samples)
             except Exception as exc:  # a bad job fails alone; the dispatcher goes on
                 fail(session.future, ModelError(f"cannot cut {session.session_id} into "
@@ -285,7 +299,12 @@ class RayServeBackend:
     async def _call(self, session: Session, channel: ChannelJob, first: int, count: int,
                     samples: np.ndarray) -> None:
         try:
-            result, node_id, _pid = await self._handle.remote(samples, count)
+            state_after = None
+            if channel.state is None:
+                result, node_id, _pid = await self._handle.remote(samples, count)
+            else:
+                result, state_after, node_id, _pid = await self._step_handle.remote(
+                    samples, count, channel.framing.context, channel.state)
         except asyncio.CancelledError:  # closed, or the application is gone
             reason = self._broken_reason
             fail(session.future, PoolBroken(reason) if reason and not self._closed
@@ -301,6 +320,8 @@ class RayServeBackend:
             if not session.future.done():
                 try:
                     channel.store(first, count, result)
+                    if state_after is not None:
+                        channel.state_out = np.asarray(state_after, np.float32)
                 except Exception as exc:  # fails this job only
                     fail(session.future, ModelError(
                         f"a replica of {self.app_name} returned an unusable result: "

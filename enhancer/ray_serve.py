@@ -41,7 +41,7 @@ from enhancer.errors import (
     WorkerCrashed,
 )
 from enhancer.framing import Framing
-from enhancer.segments import result_length, run_segment
+from enhancer.segments import result_length, run_segment, run_stream_step
 
 if TYPE_CHECKING:
     from enhancer.settings import Settings
@@ -148,17 +148,24 @@ class ModelReplica:
     """
 
     def __init__(self, model: bytes, frame_length: int, hop_length: int, window: str,
-                 num_threads: int = 1, context: int = 0) -> None:
+                 num_threads: int = 1, context: int = 0, stream_step: bytes | None = None,
+                 state_size: int = 0) -> None:
         import ray
 
-        from enhancer.model_runner import ModelRunner
+        from enhancer.model_runner import ModelRunner, StreamStepRunner
 
         self._framing = Framing(frame_length, hop_length, window, context)
-        # ModelRunner reads a file; the interpreter maps it, so the file can go at once.
+        # The runners read a file; the interpreter maps it, so the file can go at once.
         with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
             file.write(model)
             file.flush()
             self._runner = ModelRunner(file.name, num_threads)
+        self._step: StreamStepRunner | None = None
+        if stream_step is not None:
+            with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
+                file.write(stream_step)
+                file.flush()
+                self._step = StreamStepRunner(file.name, frame_length, state_size, num_threads)
         self._lock = threading.Lock()
         self._node_id = ray.get_runtime_context().get_node_id()
 
@@ -170,14 +177,31 @@ class ModelReplica:
             run_segment(self._runner.run, self._framing, samples, count, result)
         return result, self._node_id, os.getpid()
 
+    def run_step(self, samples: np.ndarray, count: int, context: int, state: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, str, int]:
+        """A stream chunk of ``count`` frames (``context`` of look-back in front: a stream's
+        first chunk) through the model's stream step twin from the stream's ``state``: its
+        result and the state after it (:func:`enhancer.segments.run_stream_step`)."""
+        if self._step is None:
+            raise ModelError("a stream step chunk, but this deployment has no stream step model")
+        framing = self._framing.with_context(context)
+        result = np.empty(result_length(framing, count), np.float32)
+        after = np.empty(self._step.state_size, np.float32)
+        with self._lock:
+            run_stream_step(self._step.run, framing, samples, count, result, state, after)
+        return result, after, self._node_id, os.getpid()
 
-def model_application(model: bytes, framing: Framing, options: RayOptions) -> Any:
-    """The Serve application of one model: ``ModelReplica`` with ``options``' settings."""
+
+def model_application(model: bytes, framing: Framing, options: RayOptions,
+                      stream_step: bytes | None = None, state_size: int = 0) -> Any:
+    """The Serve application of one model (and its stream step twin, if any):
+    ``ModelReplica`` with ``options``' settings."""
     from ray import serve
 
     deployment = serve.deployment(name=DEPLOYMENT_NAME, **options.deployment_options())
     return deployment(ModelReplica).bind(model, framing.frame_length, framing.hop_length,
-                                         framing.window, options.num_threads, framing.context)
+                                         framing.window, options.num_threads, framing.context,
+                                         stream_step, state_size)
 
 
 def model_app(args: dict[str, Any]) -> Any:
@@ -199,14 +223,16 @@ def model_app(args: dict[str, Any]) -> Any:
     if not path.is_absolute():  # from the project folder, else the installed package's models
         path = (PROJECT_DIR / path if (PROJECT_DIR / path).is_file()
                 else SHIPPED_MODELS_DIR / path.name)
-    framing = framing_for(load_card(path, int(args.get("sample_rate", 48000))),
-                          ModelRunner(path).frame_length)
+    card = load_card(path, int(args.get("sample_rate", 48000)))
+    framing = framing_for(card, ModelRunner(path).frame_length)
     options = RayOptions().deployment_options()
     del options["num_replicas"]  # the config's own num_replicas or autoscaling_config decides
     deployment = serve.deployment(name=DEPLOYMENT_NAME, **options)
+    step = card.stream_step_path.read_bytes() if card.stream_step_path is not None else None
     return deployment(ModelReplica).bind(path.read_bytes(), framing.frame_length,
                                          framing.hop_length, framing.window,
-                                         int(args.get("num_threads", 1)), framing.context)
+                                         int(args.get("num_threads", 1)), framing.context,
+                                         step, card.stream_state_size)
 
 
 class ApiReplica:
@@ -321,7 +347,8 @@ def disconnect() -> None:
 
 
 def start_application(model_path: Path, app_name: str, framing: Framing,
-                      options: RayOptions) -> Any:
+                      options: RayOptions, step_model_path: Path | None = None,
+                      state_size: int = 0) -> Any:
     """A handle on the model's application: deployed now, or (``deploy=False``) the one the
     Serve config deployed."""
     _, serve = import_ray()
@@ -332,7 +359,9 @@ def start_application(model_path: Path, app_name: str, framing: Framing,
 
     # Serve with no HTTP proxies, unless it already runs: this process calls by handle.
     serve.start(proxy_location="Disabled")
-    app = model_application(model_path.read_bytes(), framing, options)
+    app = model_application(model_path.read_bytes(), framing, options,
+                            None if step_model_path is None else step_model_path.read_bytes(),
+                            state_size)
     (handle,) = serve.run_many([RunTarget(target=app, name=app_name, route_prefix=None)],
                                wait_for_applications_running=False)
     return handle

@@ -182,7 +182,7 @@ class EnhancerStream:
                                                  dtype="float32")
             self._from_model = soxr.ResampleStream(model_rate, sample_rate, channels,
                                                    dtype="float32")
-        # The model's stream step twin, where the backend runs it (the pool and inline do).
+        # The model's stream step twin, where the backend runs it (every backend does).
         self.stepped = (enhancer.card.stream_step_path is not None
                         and getattr(enhancer.backend, "runs_stream_steps", False))
         self._states = [np.zeros(enhancer.card.stream_state_size, np.float32)

@@ -4,7 +4,8 @@ Through the HTTP API: the ×3 passthrough comes back bit for bit, and blocks wer
 replicas on both nodes; a replica killed during a stream of requests fails only the requests
 whose blocks it held (503, no hang) and the deployment is back to full strength by itself;
 the worker node removed, the head's replica serves on. Also: the config files against Ray's
-own schema (and deployed: the API as a Serve ingress), the error mapping, the settings.
+own schema (and deployed: the API as a Serve ingress), the error mapping, the settings; a
+denoiser stream through the stream step twin on the replicas equals the file path.
 
 Ray is an optional extra (requirements-ray.txt, installed by ``make test``): without it these
 tests skip, except under CI, where a missing Ray is a failure.
@@ -32,6 +33,7 @@ import pytest
 import yaml
 
 from tests.helpers import (
+    DENOISER,
     PASSTHROUGH,
     ROOT,
     children_of,
@@ -240,15 +242,19 @@ def slow_models(tmp_path_factory) -> Path:
     (folder / "heavy.json").write_text(json.dumps({
         "name": "heavy", "sample_rate": RATE, "frame_length": 1024, "hop_length": 1024,
         "window": "none", "description": "benchmark load, not an enhancer"}))
+    # The denoiser, whose streams go through its stream step twin.
+    for path in DENOISER.parent.glob(f"{DENOISER.stem}*"):
+        if path.suffix in (".tflite", ".json"):
+            shutil.copyfile(path, folder / path.name)
     return folder
 
 
 @pytest.fixture(scope="module")
 def client(cluster, slow_models):
-    """The service on BACKEND=ray: the passthrough and the heavy model, two replicas each,
-    half a CPU per replica, so each node runs one of each."""
+    """The service on BACKEND=ray: the passthrough, the heavy model and the denoiser, two
+    replicas each, 0.3 CPU per replica, so each node runs one of each."""
     settings = Settings(_env_file=None, BACKEND="ray", RAY_ADDRESS=cluster.address,
-                        RAY_REPLICAS=2, RAY_CPUS_PER_REPLICA=0.5, TF_MODEL_PATH=PASSTHROUGH,
+                        RAY_REPLICAS=2, RAY_CPUS_PER_REPLICA=0.3, TF_MODEL_PATH=PASSTHROUGH,
                         MODELS_DIR=slow_models)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -277,7 +283,7 @@ def test_exact_through_the_api_with_replicas_on_both_nodes(client, cluster):
     nodes = {cluster.head_node.node_id, worker_node(cluster).node_id}
     assert set(backend.replica_nodes.values()) == nodes
     ready = client.get("/ready")
-    assert ready.status_code == 200 and ready.json()["workers"] == 4  # two models, two each
+    assert ready.status_code == 200 and ready.json()["workers"] == 6  # three models, two each
 
     # Several requests at once, each several blocks long, so both replicas get work.
     clips = [random_audio(RATE * 6 + seed * 777, seed) for seed in range(6)]
@@ -303,6 +309,38 @@ def test_a_stream_runs_on_the_ray_backend_at_live_priority(client):
     before = backend_of(client).frames_processed
     assert same_bits(asyncio.run(stream()), audio * np.float32(3))
     assert backend_of(client).frames_processed > before
+
+
+def test_a_denoiser_stream_on_ray_carries_its_state_and_equals_the_file_path(client):
+    """The stream step twin on the replicas: chunks after the first carry the model's state,
+    not their look-back, and the stream is the file path's output bit for bit."""
+    model = "denoiser_48k"
+    enhancer = client.app.state.models.get(model)
+    assert backend_of(client, model).runs_stream_steps
+    audio = random_audio(RATE * 2 + 123, seed=8)
+    cuts = [0, 1, 480, 5_000, 5_001, 40_000, 90_000, audio.shape[0]]
+
+    async def stream() -> np.ndarray:
+        live = enhancer.open_stream(RATE)
+        assert live.stepped
+        parts = [await live.push(audio[a:b]) for a, b in itertools.pairwise(cuts)]
+        return np.concatenate([*parts, await live.finish()])[:, 0]
+
+    response = post(client, audio, model=model)
+    assert response.status_code == 200, response.text
+    assert same_bits(asyncio.run(stream()), np.frombuffer(response.content, "<f4"))
+
+
+def test_a_step_chunk_is_refused_by_a_deployment_without_a_stream_step(client):
+    from enhancer.segments import ChannelJob, Job
+
+    backend = backend_of(client)  # the passthrough: no stream step twin
+    assert not backend.runs_stream_steps
+    framing = client.app.state.models.get(None).framing
+    chunk = ChannelJob(framing, np.zeros(4096, np.float32), 4, offset=0,
+                       state=np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match="a stream step chunk needs a model with a stream step"):
+        backend.run(Job([chunk]), "no-step").result(timeout=10)
 
 
 def test_killed_replica_fails_only_its_segments_and_the_deployment_recovers(client):
@@ -335,7 +373,7 @@ def test_killed_replica_fails_only_its_segments_and_the_deployment_recovers(clie
     # Serve replaces the replica, without a restart of the service.
     wait_for(lambda: backend.is_ready and victim not in backend.worker_pids, 60,
              "a replacement replica")
-    assert client.get("/ready").json()["workers"] == 4
+    assert client.get("/ready").json()["workers"] == 6
     metrics = client.get("/metrics").text
     assert "enhance_worker_restarts 1.0" in metrics, metrics
     audio = random_audio(RATE, seed=99)
