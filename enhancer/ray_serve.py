@@ -140,7 +140,8 @@ class RayOptions:
 
 
 class ModelReplica:
-    """A Serve replica's state: one LiteRT interpreter, loaded from the model's bytes.
+    """A Serve replica's state: one LiteRT interpreter, loaded from the model's bytes, and
+    one for its stream step twin if it has one (streams' chunks with their state: ``run_step``).
 
     Serve runs a replica's synchronous methods on a thread pool, and an interpreter is not
     thread-safe, so segments take turns on a lock (``max_ongoing_requests`` > 1 only overlaps
