@@ -27,9 +27,10 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from enhancer.settings import Settings
 
 log = logging.getLogger("enhancer.ray")
+Runner = TypeVar("Runner")
 
 DEPLOYMENT_NAME = "ModelReplica"
 APP_PREFIX = "enhancer-"
@@ -139,6 +141,15 @@ class RayOptions:
 # ----------------------------------------------------------------------------------- replicas
 
 
+def _from_bytes(model: bytes, load: Callable[[str], Runner]) -> Runner:
+    """``load`` a runner from a model's bytes. The runners read a file; the interpreter maps
+    it, so the file can go at once."""
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
+        file.write(model)
+        file.flush()
+        return load(file.name)
+
+
 class ModelReplica:
     """A Serve replica's state: one LiteRT interpreter, loaded from the model's bytes, and
     one for its stream step twin if it has one (streams' chunks with their state: ``run_step``).
@@ -156,17 +167,10 @@ class ModelReplica:
         from enhancer.model_runner import ModelRunner, StreamStepRunner
 
         self._framing = Framing(frame_length, hop_length, window, context)
-        # The runners read a file; the interpreter maps it, so the file can go at once.
-        with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
-            file.write(model)
-            file.flush()
-            self._runner = ModelRunner(file.name, num_threads)
-        self._step: StreamStepRunner | None = None
-        if stream_step is not None:
-            with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
-                file.write(stream_step)
-                file.flush()
-                self._step = StreamStepRunner(file.name, frame_length, state_size, num_threads)
+        self._runner = _from_bytes(model, lambda path: ModelRunner(path, num_threads))
+        self._step = None if stream_step is None else _from_bytes(
+            stream_step, lambda path: StreamStepRunner(path, frame_length, state_size,
+                                                       num_threads))
         self._lock = threading.Lock()
         self._node_id = ray.get_runtime_context().get_node_id()
 
