@@ -433,9 +433,11 @@ def test_live_and_enhance_send_the_api_key_and_show_refusals(tmp_path):
 def test_swagger_executes_enhance_with_the_form_as_it_opens(server_url, browser):
     sample = SAMPLES / "speech_stereo_48000.wav"
     browser.get(f"{server_url}/docs#/enhance/enhance")  # deep link: the operation opens
-    operation = WebDriverWait(browser, 15).until(
-        lambda d: d.find_element(By.ID, "operations-enhance-enhance"))
-    operation.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(sample))
+    # The operation's block appears before the deep link has opened it: wait for its form.
+    file_input = WebDriverWait(browser, 15).until(lambda d: d.find_element(
+        By.CSS_SELECTOR, "#operations-enhance-enhance input[type=file]"))
+    operation = browser.find_element(By.ID, "operations-enhance-enhance")
+    file_input.send_keys(str(sample))
     operation.find_element(By.CSS_SELECTOR, "button.execute").click()
     status = WebDriverWait(browser, 30).until(lambda d: operation.find_element(
         By.CSS_SELECTOR, ".live-responses-table .response .response-col_status"))
