@@ -197,16 +197,24 @@ class ModelReplica:
         return result, after, self._node_id, os.getpid()
 
 
+def _bound_replica(deployment_options: dict[str, Any], model: bytes, framing: Framing,
+                   num_threads: int, stream_step: bytes | None, state_size: int) -> Any:
+    """``ModelReplica`` deployed with ``deployment_options``, bound to its arguments: the one
+    place that lists them, for the API's deployment and the config file's alike."""
+    from ray import serve
+
+    deployment = serve.deployment(name=DEPLOYMENT_NAME, **deployment_options)
+    return deployment(ModelReplica).bind(model, framing.frame_length, framing.hop_length,
+                                         framing.window, num_threads, framing.context,
+                                         stream_step, state_size)
+
+
 def model_application(model: bytes, framing: Framing, options: RayOptions,
                       stream_step: bytes | None = None, state_size: int = 0) -> Any:
     """The Serve application of one model (and its stream step twin, if any):
     ``ModelReplica`` with ``options``' settings."""
-    from ray import serve
-
-    deployment = serve.deployment(name=DEPLOYMENT_NAME, **options.deployment_options())
-    return deployment(ModelReplica).bind(model, framing.frame_length, framing.hop_length,
-                                         framing.window, options.num_threads, framing.context,
-                                         stream_step, state_size)
+    return _bound_replica(options.deployment_options(), model, framing, options.num_threads,
+                          stream_step, state_size)
 
 
 def model_app(args: dict[str, Any]) -> Any:
@@ -218,8 +226,6 @@ def model_app(args: dict[str, Any]) -> Any:
     queue limits come from the config's ``deployments`` section, which overrides the
     defaults here.
     """
-    from ray import serve
-
     from enhancer.model_card import framing_for, load_card
     from enhancer.model_runner import ModelRunner
     from enhancer.paths import PROJECT_DIR, SHIPPED_MODELS_DIR
@@ -232,12 +238,9 @@ def model_app(args: dict[str, Any]) -> Any:
     framing = framing_for(card, ModelRunner(path).frame_length)
     options = RayOptions().deployment_options()
     del options["num_replicas"]  # the config's own num_replicas or autoscaling_config decides
-    deployment = serve.deployment(name=DEPLOYMENT_NAME, **options)
     step = card.stream_step_path.read_bytes() if card.stream_step_path is not None else None
-    return deployment(ModelReplica).bind(path.read_bytes(), framing.frame_length,
-                                         framing.hop_length, framing.window,
-                                         int(args.get("num_threads", 1)), framing.context,
-                                         step, card.stream_state_size)
+    return _bound_replica(options, path.read_bytes(), framing, int(args.get("num_threads", 1)),
+                          step, card.stream_state_size)
 
 
 class ApiReplica:
