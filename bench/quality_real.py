@@ -25,9 +25,11 @@ import soxr
 from bench.quality import aligned, mean, noisereduce_default, rnnoise, targets_table
 from bench.readme import update_section
 from enhancer import AudioEnhancer
+from enhancer.framing import Framing
 from enhancer.metrics import BAND_EDGES_HZ, band_change_db, si_sdr
 from enhancer.paths import DENOISER_MODEL, PROJECT_DIR
 from training import mixing, real_data
+from training.denoiser_model import FRAME, HOP, LOW_BINS, TOP_HZ, erb_band_matrices
 
 RESULTS = PROJECT_DIR / "bench" / "quality_real.md"
 RATE = 48000
@@ -36,6 +38,8 @@ WIDE_ITEMS, PHONE_ITEMS = 120, 60
 SNRS = (-5, 0, 5, 10, 15)
 KINDS = ("white", "pink", "babble", "events", "hum", "music")
 OURS = "denoiser_48k (this model)"
+ORACLE = "*reference:* this model's mask, gains from the clean speech"
+CLEAN = "*reference:* the clean speech itself"
 
 
 class DeepFilterNet3:
@@ -134,6 +138,25 @@ def test_set() -> tuple[list[dict], np.ndarray]:
     return items, clean_speech.astype(np.float32)
 
 
+def oracle_mask(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """What this model's mask can do at best: its gains (per ERB band, per low bin, at most 1,
+    nothing above its top) set from the clean speech itself on its own frames, with no hold
+    or smoothing. A ceiling for the learner, not a method anyone can run."""
+    framing = Framing(FRAME, HOP, "sqrt-hann")
+    pool, spread = erb_band_matrices()
+    noisy_spec = np.fft.rfft(framing.split(noisy).block(0, 1 << 30), axis=1)
+    clean_spec = np.fft.rfft(framing.split(clean).block(0, 1 << 30), axis=1)
+    noisy_power, clean_power = np.abs(noisy_spec) ** 2, np.abs(clean_spec) ** 2
+    band_gain = np.minimum(1, np.sqrt(clean_power @ pool / (noisy_power @ pool + 1e-12))) @ spread
+    gains = band_gain.copy()
+    low = slice(1, LOW_BINS + 1)  # a low bin's gain multiplies its band's, at most to 1
+    gains[:, low] *= np.minimum(1, np.sqrt(clean_power[:, low] / (noisy_power[:, low] + 1e-12))
+                                / np.maximum(band_gain[:, low], 1e-6))
+    gains[:, np.fft.rfftfreq(FRAME, 1 / RATE) > TOP_HZ] = 0
+    out = np.fft.irfft(noisy_spec * gains, n=FRAME, axis=1).astype(np.float32)
+    return framing.join(out, noisy.shape[0])
+
+
 def at_48k(method):
     """Run a 48 kHz method on audio at any rate (soxr both ways, as a service would)."""
     def run(x: np.ndarray, rate: int) -> np.ndarray:
@@ -159,6 +182,7 @@ def run() -> dict:
     items, clean_speech = test_set()
     dfn = DeepFilterNet3()
     results: dict = defaultdict(list)
+    references: dict = defaultdict(list)
     bands, speeds = {}, {}
     with AudioEnhancer(DENOISER_MODEL, num_processes=0) as inline, \
             AudioEnhancer(DENOISER_MODEL) as pooled:
@@ -170,11 +194,19 @@ def run() -> dict:
             OURS: lambda x, rate: pooled.enhance(x, rate),
         }
         for item in items:
+            tags = {"subset": item["subset"], "kind": item["kind"], "snr": item["snr"]}
             for name, method in methods.items():
                 out = method(item["noisy"], item["rate"])
-                results[name].append({"subset": item["subset"], "kind": item["kind"],
-                                      "snr": item["snr"],
-                                      **scores(out, item["clean"], item["rate"])})
+                results[name].append({**tags, **scores(out, item["clean"], item["rate"])})
+            noisy48, clean48 = (x if item["rate"] == RATE else
+                                soxr.resample(x, item["rate"], RATE).astype(np.float32)
+                                for x in (item["noisy"], item["clean"]))
+            out = oracle_mask(noisy48, clean48)
+            if item["rate"] != RATE:
+                out = soxr.resample(out, RATE, item["rate"])[:len(item["noisy"])]
+            references[ORACLE].append({**tags, **scores(out.astype(np.float32), item["clean"],
+                                                        item["rate"])})
+            references[CLEAN].append({**tags, **dnsmos(item["clean"], item["rate"])})
         for name, method in methods.items():
             processed = aligned(method(clean_speech, RATE), clean_speech)
             bands[name] = list(band_change_db(processed, clean_speech, RATE).values())
@@ -187,7 +219,8 @@ def run() -> dict:
                 pooled.enhance_audio,
         }
         speeds = {name: speed(method, minute) for name, method in timed.items()}
-    return {"results": dict(results), "bands": bands, "speeds": speeds,
+    return {"results": dict(results), "references": dict(references), "bands": bands,
+            "speeds": speeds,
             "seconds": time.perf_counter() - started, "items": len(items),
             "clean_seconds": clean_speech.shape[0] / RATE, "dfn_version": dfn.version}
 
@@ -220,6 +253,19 @@ def report(outcome: dict) -> str:
         lines.append(f"| {name} | {row['gain']:+.2f} | {row['pesq']:.2f} | {row['stoi']:.3f} | "
                      f"{row['sig']:.2f} | {row['bak']:.2f} | {row['ovrl']:.2f} | "
                      f"{row['gain16']:+.2f} | {row['pesq16']:.2f} | {row['ovrl16']:.2f} |")
+    if ORACLE in outcome.get("references", {}):
+        oracle, clean = outcome["references"][ORACLE], outcome["references"][CLEAN]
+        phone = {"subset": "real 16 kHz"}
+        lines.append(
+            f"| {ORACLE} | {mean(oracle, 'si_sdr', **wide) - mean(noisy, 'si_sdr', **wide):+.2f}"
+            f" | {mean(oracle, 'pesq', **wide):.2f} | {mean(oracle, 'stoi', **wide):.3f} | "
+            f"{mean(oracle, 'sig', **wide):.2f} | {mean(oracle, 'bak', **wide):.2f} | "
+            f"{mean(oracle, 'ovrl', **wide):.2f} | "
+            f"{mean(oracle, 'si_sdr', **phone) - mean(noisy, 'si_sdr', **phone):+.2f} | "
+            f"{mean(oracle, 'pesq', **phone):.2f} | {mean(oracle, 'ovrl', **phone):.2f} |")
+        lines.append(f"| {CLEAN} | | | | {mean(clean, 'sig', **wide):.2f} | "
+                     f"{mean(clean, 'bak', **wide):.2f} | {mean(clean, 'ovrl', **wide):.2f} | | | "
+                     f"{mean(clean, 'ovrl', **phone):.2f} |")
     lines += ["", "SI-SDR gain (dB) by noise, full-band set:", "",
               "| method | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
     for name, rows in results.items():
@@ -268,5 +314,6 @@ if __name__ == "__main__":
     RESULTS.write_text("# Speech-quality benchmark: real speech\n\n" + table)
     update_section("quality-real", table)
     (PROJECT_DIR / "bench" / "quality_real.json").write_text(
-        json.dumps({k: v for k, v in outcome.items() if k != "results"}, indent=1))
+        json.dumps({k: v for k, v in outcome.items() if k not in ("results", "references")},
+                   indent=1))
     print(table)
