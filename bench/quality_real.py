@@ -198,14 +198,11 @@ def run() -> dict:
             for name, method in methods.items():
                 out = method(item["noisy"], item["rate"])
                 results[name].append({**tags, **scores(out, item["clean"], item["rate"])})
-            noisy48, clean48 = (x if item["rate"] == RATE else
-                                soxr.resample(x, item["rate"], RATE).astype(np.float32)
-                                for x in (item["noisy"], item["clean"]))
-            out = oracle_mask(noisy48, clean48)
-            if item["rate"] != RATE:
-                out = soxr.resample(out, RATE, item["rate"])[:len(item["noisy"])]
-            references[ORACLE].append({**tags, **scores(out.astype(np.float32), item["clean"],
-                                                        item["rate"])})
+            clean48 = item["clean"] if item["rate"] == RATE else \
+                soxr.resample(item["clean"], item["rate"], RATE).astype(np.float32)
+            oracle = at_48k(lambda x, reference=clean48: oracle_mask(x, reference))
+            out = oracle(item["noisy"], item["rate"])
+            references[ORACLE].append({**tags, **scores(out, item["clean"], item["rate"])})
             references[CLEAN].append({**tags, **dnsmos(item["clean"], item["rate"])})
         for name, method in methods.items():
             processed = aligned(method(clean_speech, RATE), clean_speech)
