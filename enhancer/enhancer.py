@@ -106,8 +106,11 @@ class AudioEnhancer:
         self.model_sample_rate = self.card.sample_rate
         if max_segment_frames is None:
             max_segment_frames = max(1, MAX_SEGMENT_SAMPLES // self.framing.hop_length)
-        if max_segment_frames < 1:
-            raise ValueError(f"max_segment_frames must be positive, got {max_segment_frames}")
+        if max_segment_frames < max(1, self.framing.grid):
+            raise ValueError(f"max_segment_frames must be at least "
+                             f"{max(1, self.framing.grid)} (the model's "
+                             f"{'grid cell' if self.framing.grid else 'minimum'}), got "
+                             f"{max_segment_frames}")
         self.max_segment_frames = max_segment_frames
 
         self._active_ids: set[str] = set()

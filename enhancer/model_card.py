@@ -33,6 +33,9 @@ class ModelCard:
     description: str = ""
     stream_step_path: Path | None = None  # the stream step twin, if any
     stream_state_size: int = 0  # floats of its state
+    # Files are cut on a grid of cells this many frames long (0: anywhere): a recurrent model
+    # starts each cell from a zero state, so its output depends on where a block starts.
+    grid_frames: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -102,11 +105,18 @@ def load_card(model_path: str | Path, default_sample_rate: int) -> ModelCard:
         step_path = path.parent / name
         if not step_path.is_file():
             raise ModelError(f"model card {path}: 'stream_step.model' {step_path} is missing")
+    grid = get("grid_frames", int, 0)
+    if not 0 <= grid <= 4096:
+        raise ModelError(f"model card {path}: 'grid_frames' must be 0-4096, got {grid}")
+    if grid and step_path is None:
+        # A stream's chunks do not start on the grid: only a stream step can match the cells.
+        raise ModelError(f"model card {path}: a model with 'grid_frames' needs a "
+                         f"'stream_step'")
     known = {"name", "sample_rate", "frame_length", "hop_length", "window", "context_frames",
-             "description", "stream_step"}
+             "description", "stream_step", "grid_frames"}
     return ModelCard(get("name", str, model_path.stem), model_path, rate,
                      get("frame_length", int, None), hop, window, context,
-                     get("description", str, ""), step_path, state_size,
+                     get("description", str, ""), step_path, state_size, grid,
                      {k: v for k, v in data.items() if k not in known})
 
 
@@ -116,6 +126,7 @@ def framing_for(card: ModelCard, frame_length: int) -> Framing:
         raise ModelError(f"model card {card.card_path}: 'frame_length' is {card.frame_length} "
                          f"but the model's input frame is {frame_length}")
     try:
-        return Framing(frame_length, card.hop_length, card.window, card.context_frames)
+        return Framing(frame_length, card.hop_length, card.window, card.context_frames,
+                       card.grid_frames)
     except ValueError as exc:
         raise ModelError(f"model card {card.card_path}: {exc}") from None

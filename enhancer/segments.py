@@ -225,10 +225,18 @@ class Job:
 
     def locate(self, first: int, max_count: int) -> tuple[ChannelJob, int, int]:
         """The channel holding job frame ``first``, the frame's index in it, and how many
-        frames (at most ``max_count``) follow in that channel."""
+        frames (at most ``max_count``) follow in that channel.
+
+        On a model's grid (``framing.grid``), a file's segments are whole cells (at least one,
+        whatever ``max_count``) but for the channel's last, so each starts on the grid; a
+        stream chunk run by the stream step (``state``) is one segment, as it comes."""
         index = bisect.bisect_right(self.offsets, first) - 1
         channel = self.channels[index]
         local = first - self.offsets[index]
+        grid = channel.framing.grid
+        if grid and channel.state is None:
+            assert local % grid == 0, f"a segment of a model on a grid starts at {local}"
+            max_count = max(grid, max_count - max_count % grid)
         return channel, local, min(max_count, channel.num_frames - local)
 
 

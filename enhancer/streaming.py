@@ -28,7 +28,7 @@ import numpy as np
 
 from audio_manipulations import check_sample_rate, check_samples, resampled_length
 from enhancer.backend import Priority
-from enhancer.errors import InvalidAudio
+from enhancer.errors import InvalidAudio, ModelError
 from enhancer.framing import Framing
 from enhancer.segments import ChannelJob, Job, input_length
 
@@ -185,6 +185,9 @@ class EnhancerStream:
         # The model's stream step twin, where the backend runs it (every backend does).
         self.stepped = (enhancer.card.stream_step_path is not None
                         and getattr(enhancer.backend, "runs_stream_steps", False))
+        if enhancer.framing.grid and not self.stepped:
+            raise ModelError(f"model {enhancer.card.name} streams only through its stream "
+                             f"step, which this backend does not run")
         self._states = [np.zeros(enhancer.card.stream_state_size, np.float32)
                         if self.stepped else None for _ in range(channels)]
         # A stepped chunk is one segment a channel: larger pushes go in pieces of this many

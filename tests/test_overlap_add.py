@@ -72,6 +72,9 @@ def test_card_rate_is_the_models_rate(tmp_path):
      "'stream_step.state_size' must be 1-1048576, got 0"),
     ({"sample_rate": 48000, "stream_step": {"model": "gone.tflite", "state_size": 8}},
      "'stream_step.model' .*gone.tflite is missing"),
+    ({"sample_rate": 48000, "grid_frames": -1}, "'grid_frames' must be 0-4096, got -1"),
+    ({"sample_rate": 48000, "grid_frames": 192},
+     "a model with 'grid_frames' needs a 'stream_step'"),
 ])
 def test_bad_cards_are_refused_naming_card_and_field(tmp_path, card, message):
     model = tmp_path / "m.tflite"

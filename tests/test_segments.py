@@ -56,3 +56,28 @@ def test_any_segmentation_gives_the_whole_files_result(frame, hop, window, lengt
                                  replace=False).tolist()) if frames > 1 else []
         assert same_bits(segmented(framing, audio, cuts), expected), cuts
     assert same_bits(segmented(framing, audio, list(range(1, frames))), expected)  # 1 each
+
+
+@pytest.mark.parametrize("max_count", [1, 100, 192, 500, 1000])
+def test_on_a_grid_a_files_segments_are_whole_cells_from_its_start(max_count):
+    """A recurrent model's cells start every 192 frames: every segment of a file starts on
+    that grid and holds whole cells (at least one) but for the channel's last; a stream
+    chunk run by the stream step is one segment as it comes."""
+    from enhancer.segments import Job
+
+    framing = Framing(1024, 512, "sqrt-hann", context=63, grid=192)
+    channels = [ChannelJob.offline(framing, random_audio(n, seed=n)) for n in (48000, 200_000)]
+    job = Job(channels)
+    cells = max(1, max_count // 192) * 192
+    first, cuts = 0, []
+    while first < job.num_frames:
+        channel, local, count = job.locate(first, max_count)
+        cuts.append((channels.index(channel), local, count))
+        first += count
+    for index, channel in enumerate(channels):
+        mine = [(local, count) for i, local, count in cuts if i == index]
+        assert [local for local, _ in mine] == list(range(0, channel.num_frames, cells))
+        assert sum(count for _, count in mine) == channel.num_frames
+    chunk = ChannelJob(framing, random_audio(40 * 512, seed=1), 30, offset=-63 * 512,
+                       state=np.zeros(8, np.float32))
+    assert Job([chunk]).locate(0, max_count)[2] == min(30, max_count)
