@@ -56,6 +56,47 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
         assert same_bits(asyncio.run(streamed()), out)
 
 
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None and not os.environ.get("CI"),
+                    reason="espeak-ng is not installed (.ci/run installs it)")
+def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_path):
+    """``make train``'s recurrent model: a few steps, the export and the card; the pool cuts
+    a file on the card's grid and equals one interpreter given every frame; a stream through
+    the step twin equals the file, bit for bit."""
+    from enhancer.framing import Framing
+    from enhancer.model_runner import ModelRunner
+
+    output = tmp_path / "smoke_gru.tflite"
+    result = subprocess.run([sys.executable, "-m", "training.train_recurrent", "--smoke",
+                             "--output", str(output)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads(output.with_suffix(".json").read_text())
+    assert (card["context_frames"], card["grid_frames"]) == (63, 192)
+    # Phase, 15 levels, two rows of two 16-unit GRUs, two rows of 3 frames' raw gains.
+    assert card["stream_step"] == {"model": "smoke_gru_stream_step.tflite",
+                                   "state_size": 1 + 15 + 4 * 16 + 2 * 3 * 88}
+    assert card["recipe"]["seed"] == 1234 and "scores" in card
+    assert all(card["recipe"]["packages"].values())
+    audio = (np.random.default_rng(0).standard_normal(5 * 48000) * 0.1).astype(np.float32)
+    framing = Framing(1024, 512, "sqrt-hann")
+    frames = framing.split(audio).block(0, 1 << 30)
+    whole = ModelRunner(output).run(np.concatenate([np.zeros((63, 1024), np.float32),
+                                                    frames]))[63:]
+    expected = framing.join(whole, audio.shape[0])
+    with AudioEnhancer(output, num_processes=2, max_segment_frames=192) as pool:
+        assert pool.framing.grid == 192
+        assert same_bits(pool.enhance_audio(audio), expected)
+        stream = pool.open_stream(48000)
+        assert stream.stepped
+
+        async def streamed() -> np.ndarray:
+            parts = [await stream.push(audio[i:i + 7001]) for i in range(0, audio.shape[0],
+                                                                         7001)]
+            return np.concatenate([*parts, await stream.finish()])[:, 0]
+
+        assert same_bits(asyncio.run(streamed()), expected)
+
 def test_served_gains_are_held_then_released():
     """The serving graph holds each frame's gains at RELEASE^k times those k <= HOLD frames
     back, where that is more, and averages each low bin's with its neighbours': checked
@@ -100,3 +141,55 @@ def test_served_gains_are_held_then_released():
     served = np.asarray(serving(frames[..., None], training=False))[..., 0]
     assert not served[:lead].any()
     np.testing.assert_allclose(served[lead:], expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
+    """The recurrent model's file graph, checked against its Keras layers on a small untrained
+    model: each grid cell's GRUs start from zeros ``WARM`` frames before it, gains are held
+    and the low bins smoothed as for the MLP, and a partial last cell is padded."""
+    from training.denoiser_model import (
+        BANDS,
+        FRAME,
+        HOLD,
+        LOW_BINS,
+        RATE,
+        RELEASE,
+        TOP_HZ,
+        erb_band_matrices,
+        frame_features,
+    )
+    from training.recurrent_model import GRID, LEAD, NORM, WARM, build_training, cell_module
+
+    training = build_training(units=16, seed=3)
+    layer = training.get_layer("gains")
+    rng = np.random.default_rng(0)
+    count = LEAD + 2 * GRID + 50
+    levels = 10 ** rng.uniform(-3, 0, count)
+    frames = (rng.standard_normal((count, FRAME)) * levels[:, None]).astype(np.float32)
+    spectra = np.fft.rfft(frames, axis=1)
+    features = frame_features(spectra.real, spectra.imag)
+    _, spread = erb_band_matrices()
+    top = np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ
+    expected = []
+    for start in range(0, count - LEAD, GRID):
+        cell = features[start:start + LEAD + GRID]
+        level = cell.mean(axis=1)
+        window = np.array([level[t:t + NORM].mean() for t in range(len(cell) - NORM + 1)])
+        relative = (cell[NORM - 1:] - window[:, None])[None]
+        hidden = layer.gru1(layer.inp(relative))
+        hidden = hidden + layer.gru2(hidden)
+        raw = np.asarray(layer.head(np.concatenate([hidden, relative], axis=2)))[0]
+        held = np.max([RELEASE ** k * raw[WARM - k:len(raw) - k] for k in range(HOLD + 1)],
+                      axis=0)
+        low = np.ones((len(held), spread.shape[1]), np.float32)
+        edged = np.concatenate([held[:, BANDS:BANDS + 1], held[:, BANDS:], held[:, -1:]],
+                               axis=1)
+        low[:, 1:LOW_BINS + 1] = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
+        gains = (held[:, :BANDS] @ spread) * low * top
+        ours = spectra[start + LEAD:start + LEAD + GRID]
+        expected.append(np.fft.irfft(ours * gains[:len(ours)], FRAME))
+    expected = np.concatenate(expected)
+
+    served = np.asarray(cell_module(training).serve(frames[..., None]))[..., 0]
+    assert served.shape == frames.shape and not served[:LEAD].any()
+    np.testing.assert_allclose(served[LEAD:], expected, atol=2e-5 * np.abs(expected).max())

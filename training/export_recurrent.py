@@ -1,0 +1,109 @@
+"""Export trained recurrent weights: the file graph, its stream step twin and the model card.
+
+Run: ``python -m training.export_recurrent WEIGHTS OUTPUT`` re-exports saved weights (the card's
+recipe is kept from the card already beside ``OUTPUT``); :mod:`training.train_recurrent`
+calls :func:`export_with_card` when it has trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training import real_data
+from training.denoiser_model import FEATURES, FRAME, HOLD, HOP, LOW_BINS, RATE, RELEASE, TOP_HZ
+from training.recurrent_model import (
+    GRID,
+    LEAD,
+    NORM,
+    UNITS,
+    build_training,
+    cell_module,
+    export_fp32,
+    stream_state_size,
+    stream_step_module,
+)
+from training.train import held_out_pairs
+
+
+def enhance_tflite(model_path: Path, audio: np.ndarray) -> np.ndarray:
+    """All of ``audio`` through the exported file graph in one block, as the pool runs a
+    file that fits one segment: ``LEAD`` frames of silence in front, overlap-added."""
+    from enhancer.framing import Framing
+    from enhancer.model_runner import ModelRunner
+
+    framing = Framing(FRAME, HOP, "sqrt-hann")
+    frames = framing.split(audio).block(0, 1 << 30)
+    padded = np.concatenate([np.zeros((LEAD, FRAME), np.float32), frames])
+    out = ModelRunner(model_path).run(np.ascontiguousarray(padded))[LEAD:]
+    return framing.join(out, audio.shape[0])
+
+
+def held_out_scores(model_path: Path, root: Path, seed: int, smoke: bool) -> dict:
+    """SI-SDR gain on held-out real mixtures and the band change on clean full-band speech."""
+    from enhancer.metrics import band_change_db, si_sdr
+
+    pairs, clean_wide = held_out_pairs(root, seed + 100, 12 if smoke else 60)
+    gains = [si_sdr(enhance_tflite(model_path, p.noisy), p.clean) - si_sdr(p.noisy, p.clean)
+             for p in pairs]
+    scores: dict = {"si_sdr_gain_db": round(float(np.mean(gains)), 2)}
+    if clean_wide:
+        clean = np.concatenate([p.audio for p in clean_wide])
+        scores["clean_full_band_change_db"] = {
+            band: round(change, 2) for band, change in
+            band_change_db(enhance_tflite(model_path, clean), clean, RATE).items()}
+    return {"held_out_real_speech": scores, "held_out_mixtures": len(pairs)}
+
+
+def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root: Path,
+                     seed: int, smoke: bool = False) -> dict:
+    """Write ``output`` (the file graph), its stream step twin and its card; return the card."""
+    training = build_training(units)
+    training.load_weights(weights)
+    export_fp32(cell_module(training), output)
+    step_path = output.with_name(f"{output.stem}_stream_step.tflite")
+    export_fp32(stream_step_module(training), step_path)
+    weights_count = sum(int(np.prod(w.shape)) for w in training.get_weights())
+    card = {
+        "name": output.stem, "sample_rate": RATE, "frame_length": FRAME, "hop_length": HOP,
+        "window": "sqrt-hann", "context_frames": LEAD, "grid_frames": GRID,
+        "stream_step": {"model": step_path.name, "state_size": stream_state_size(units)},
+        "description": f"Speech denoiser: a causal recurrent spectral mask (two GRUs of "
+                       f"{units} units on ERB band energies), held over {HOLD} frames with a "
+                       f"release of {RELEASE} per frame, low bins smoothed over 3, 48 kHz, "
+                       f"1024-sample frames, 50 % overlap, causal. Files run on a grid of "
+                       f"{GRID}-frame cells, each from a zero state {LEAD - NORM + 1} frames "
+                       f"before it; streams match them bit for bit.",
+        "recipe": {
+            **recipe,
+            "features": f"log energies in 48 ERB bands + {LOW_BINS} low bins of each frame, "
+                        f"floor 1e-5, minus their mean over the last {NORM} frames",
+            "model": f"dense {FEATURES}-{units} (relu), GRU {units}, GRU {units} (residual), "
+                     f"dense {units + FEATURES}-{FEATURES} (sigmoid) on the GRUs' output and "
+                     f"the features: band and low-bin gains on the complex spectrum, none "
+                     f"above {TOP_HZ / 1000:g} kHz; {weights_count:,} weights, float32; "
+                     f"serving holds each gain at least {RELEASE}^k times the gain k <= "
+                     f"{HOLD} frames back and averages each low bin's gain with its 2 "
+                     f"neighbours'",
+        },
+        "scores": held_out_scores(output, root, seed, smoke),
+    }
+    output.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--units", type=int, default=UNITS)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    old = json.loads(args.output.with_suffix(".json").read_text())
+    recipe = {k: v for k, v in old["recipe"].items() if k not in ("features", "model")}
+    card = export_with_card(args.weights, args.output, args.units, recipe,
+                            real_data.DEFAULT_CACHE / "root", args.seed)
+    print(json.dumps(card, indent=2))

@@ -1,0 +1,194 @@
+"""Train the recurrent denoiser (:mod:`training.recurrent_model`), export it, write its card.
+
+Run: ``python -m training.train_recurrent`` (``make train``) or, to check that the code still
+works, ``python -m training.train_recurrent --smoke --output /tmp/d.tflite``.
+
+The data, the noises and the loss are :mod:`training.train`'s; the difference is what a
+training example is: a run of ``LEAD + FRAMES`` consecutive frames of one mixture, the GRUs
+starting from a zero state at its start, the loss counted on its last ``FRAMES``. That is
+exactly a grid cell as the service runs it, so training sees what serving does.
+Two cycles of the learning rate (1e-3 then 3e-4, each decaying to 1e-5): measured on the
+tuning mixtures, the second raised every score (48 kHz SI-SDR gain +6.40 -> +6.74 dB, PESQ-WB
+1.894 -> 1.922, DNSMOS OVRL 2.365 -> 2.370).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from training import data, mixing, real_data
+from training.denoiser_model import BANDS, BINS, FEATURES, FRAME, HOP, LOW_BINS, RATE, TOP_HZ
+from training.recurrent_model import LEAD, UNITS, build_training
+from training.train import DEFAULT_OUTPUT, FREQS, Framed, framed, spectral_loss
+
+FRAMES = 192  # a training run's frames after its warm-up: the service's grid cell
+CYCLES = ((1e-3, 3840), (3e-4, 3560))  # (first learning rate, steps) of each cycle
+
+
+def runs(pool: list[Framed], batch: int, frames: int, rng: np.random.Generator
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``batch`` random runs: features ``[batch, LEAD + frames, FEATURES]``, the noisy
+    spectrum's parts ``[batch · frames, 2, BINS]`` and the targets ``[batch · frames, 3,
+    BINS]`` (clean re, clean im, and the noisy energy and the first bin above the bandwidth,
+    as :func:`training.train.examples` makes them)."""
+    feats = np.empty((batch, frames + LEAD, FEATURES), np.float32)
+    noisy = np.empty((batch, frames, BINS), np.complex64)
+    clean = np.empty((batch, frames, BINS), np.complex64)
+    bandwidth = np.empty((batch, frames), np.float32)
+    for b in range(batch):
+        item = pool[int(rng.integers(len(pool)))]
+        start = int(rng.integers(0, max(item.noisy.shape[0] - frames, 0) + 1))
+        feats[b] = item.features[start:start + frames + LEAD]
+        noisy[b], clean[b] = item.noisy[start:start + frames], item.clean[start:start + frames]
+        bandwidth[b] = item.bandwidth
+    noisy, clean = noisy.reshape(-1, BINS), clean.reshape(-1, BINS)
+    parts = np.stack([noisy.real, noisy.imag], axis=1)
+    targets = np.zeros((batch * frames, 3, BINS), np.float32)
+    targets[:, 0], targets[:, 1] = clean.real, clean.imag
+    targets[:, 2, 0] = (parts ** 2).sum(axis=(1, 2))
+    targets[:, 2, 1] = np.searchsorted(FREQS, bandwidth.reshape(-1), side="right")
+    return feats, parts, targets
+
+
+def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units: int,
+          batch: int, pool_size: int, espeak_utterances: int, smoke: bool = False) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from training.denoiser_model import erb_band_matrices
+
+    started = time.monotonic()
+    rng = np.random.default_rng(seed)
+    versions = real_data.fetch(packages=real_data.SMOKE_PACKAGES if smoke
+                               else real_data.PACKAGES)
+    root = real_data.DEFAULT_CACHE / "root"
+    clips = real_data.speech_clips(root, held_out=False, limit_seconds=60 if smoke else None,
+                                   seed=seed)
+    espeak = data.speech_set(espeak_utterances, seed)
+    synthetic = [mixing.Piece(s, real_data.measured_bandwidth(s, 22050)) for s in espeak]
+    talkers = [c.audio for c in clips]
+    recorded = real_data.noise_clips(root, held_out=False)
+    events = [r for r in recorded if r.shape[0] < 10 * RATE]
+    music = [r for r in recorded if r.shape[0] >= 10 * RATE]
+    full_band = [c for c in clips if c.bandwidth >= 16000] or clips
+    speech_seconds = {g: 0.0 for g in ("ktuberling", "klettres", "asterisk")}
+    for c in clips:
+        speech_seconds[c.group.split("/")[0]] += c.audio.shape[0] / RATE
+
+    def new_pairs(count: int) -> list[Framed]:
+        # As training.train: a third from full-band clips, a quarter espeak-ng.
+        wide = count // 3
+        real = (mixing.pieces_from_clips(full_band, 3.0, rng, wide)
+                + mixing.pieces_from_clips(clips, 3.0, rng, count - count // 4 - wide))
+        fake = [synthetic[int(rng.integers(len(synthetic)))] for _ in range(count // 4)]
+        pairs = mixing.training_pairs(real + fake, count, rng, talkers, music, events)
+        return [framed(p, LEAD, int(rng.integers(HOP))) for p in pairs]
+
+    model = build_training(units, seed)
+    _, spread = erb_band_matrices()
+    top = (np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ).astype(np.float32)
+    spread_t, top_t = tf.constant(spread), tf.constant(top)
+
+    def bin_gains(g):
+        band = tf.matmul(g[:, :BANDS], spread_t)
+        low = tf.concat([tf.ones_like(band[:, :1]), g[:, BANDS:],
+                         tf.ones_like(band[:, LOW_BINS + 1:])], axis=1)
+        return band * low * top_t
+
+    optimizer = keras.optimizers.Adam(cycles[0][0])
+
+    @tf.function
+    def step(feats, noisy, targets):
+        with tf.GradientTape() as tape:
+            gains = tf.reshape(model(feats, training=True), [-1, FEATURES])
+            loss = tf.reduce_mean(spectral_loss(targets, noisy * bin_gains(gains)[:, None, :]))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    pool = new_pairs(pool_size)
+    prepared = time.monotonic() - started
+    fresh, chunk = max(1, pool_size // 10), 10
+
+    def next_chunk():
+        """Freshen part of the pool and draw a chunk's runs (in the prefetch thread)."""
+        nonlocal pool
+        pool = pool[fresh:] + new_pairs(fresh)
+        return [runs(pool, batch, FRAMES, rng) for _ in range(chunk)]
+
+    steps, losses = 0, []
+    with ThreadPoolExecutor(1) as prefetch:
+        upcoming = prefetch.submit(next_chunk)
+        for first_rate, cycle_steps in cycles:
+            for done in range(0, cycle_steps, chunk):
+                # Each cycle: first_rate down to 1e-5, exponentially over its steps.
+                optimizer.learning_rate.assign(first_rate * (1e-5 / first_rate)
+                                               ** (done / cycle_steps))
+                examples = upcoming.result()
+                upcoming = prefetch.submit(next_chunk)
+                for feats, parts, targets in examples:
+                    losses.append(float(step(feats, parts, targets)))
+                steps += chunk
+                if steps % 400 == 0:
+                    print(f"step {steps}: loss {np.mean(losses[-100:]):.4f}, "
+                          f"{(time.monotonic() - started) / 60:.1f} min", flush=True)
+        upcoming.result()
+    trained = time.monotonic() - started
+    output.parent.mkdir(parents=True, exist_ok=True)
+    weights = output.with_suffix(".weights.h5")
+    model.save_weights(weights)  # to re-export or fine-tune
+    recipe = {
+        "speech": {
+            "real": f"Debian packages (recipe.packages): {len(clips)} curated clips, "
+                    f"{len({c.group for c in clips})} languages/speakers, minutes by source "
+                    f"{ {k: round(v / 60, 1) for k, v in speech_seconds.items()} }; held out: "
+                    f"{real_data.HELD_OUT}",
+            "synthetic": f"espeak-ng, {espeak_utterances} sentences, voices "
+                         f"{data.TRAIN_VOICES} with variants, a quarter of the pieces",
+            "bandwidth": "measured per clip (60 dB below the peak band); a third of the pieces "
+                         "from clips reaching 16 kHz or more; the loss ignores bins above it",
+        },
+        "noise": f"{list(mixing.KINDS)}; recorded: music on hold (asterisk-moh-opsound-wav) "
+                 "and event sounds (sound-theme-freedesktop); SNR -5 to 20 dB, 15 % clean; "
+                 "level -45 to -15 dBFS RMS; a quarter low-passed at 3.8-20 kHz; 3 % digital "
+                 "silence",
+        "loss": "in-band compressed-magnitude (power 0.3) error plus complex error relative "
+                "to the noisy frame's energy, on each run's last frames",
+        "training": f"runs of {LEAD} + {FRAMES} frames, batch {batch}; Adam, "
+                    + ", then ".join(f"{n} steps from {r:g} down to 1e-5" for r, n in cycles)
+                    + f"; data {prepared / 60:.1f} min, total {trained / 60:.1f} min; final "
+                      f"loss {np.mean(losses[-50:]):.4f}",
+        "packages": versions,
+        "seed": seed,
+    }
+    from training.export_recurrent import export_with_card
+
+    return export_with_card(weights, output, units, recipe, root, seed, smoke)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="TFLite file to write; the card goes beside it (.json)")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--units", type=int, default=UNITS)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few steps on a little data: checks the code, not the model")
+    return parser
+
+
+if __name__ == "__main__":
+    args = build_parser().parse_args()
+    if args.smoke:
+        result = train(args.output, args.seed, cycles=((1e-3, 20),), units=16, batch=2,
+                       pool_size=8, espeak_utterances=4, smoke=True)
+    else:
+        result = train(args.output, args.seed, CYCLES, args.units, batch=16, pool_size=400,
+                       espeak_utterances=300)
+    print(json.dumps(result, indent=2))
