@@ -348,17 +348,18 @@ def test_a_task_of_several_segments_is_each_segment_run_alone_and_names_a_failin
     assert failed.value.index == 1 and isinstance(failed.value.__cause__, ValueError)
 
 
-def test_a_task_lays_out_stream_steps_with_their_state_and_each_equals_the_plain_run():
+def test_a_task_lays_out_stream_steps_with_their_state_and_each_equals_the_plain_run(
+        lookback_model):
     """A task of a file's segment, a stream's first chunk (look-back and a zero state) and
     its next chunk (the state the first left, no look-back): each result equals the frames
-    run with their look-back by the model itself."""
+    run with their look-back by the model itself (a stateless model with look-back)."""
     from enhancer.model_card import framing_for, load_card
     from enhancer.model_runner import StreamStepRunner
     from enhancer.segments import input_length, result_length
     from enhancer.worker import PLAIN, SegmentFailed, StreamSteps, process_audio, process_task
 
-    card = load_card(DENOISER, 48000)
-    runner = ModelRunner(DENOISER)
+    card = load_card(lookback_model, 48000)
+    runner = ModelRunner(lookback_model)
     framing = framing_for(card, runner.frame_length)
     steps = StreamSteps(StreamStepRunner(card.stream_step_path, 1024, card.stream_state_size),
                         framing)

@@ -97,10 +97,10 @@ def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_
 
         assert same_bits(asyncio.run(streamed()), expected)
 
-def test_served_gains_are_held_then_released():
-    """The serving graph holds each frame's gains at RELEASE^k times those k <= HOLD frames
-    back, where that is more, and averages each low bin's with its neighbours': checked
-    against NumPy on a small untrained model."""
+def served_bin_gains(raw: np.ndarray, first: int) -> np.ndarray:
+    """NumPy's account of what serving does with raw band and low-bin gains: from row
+    ``first`` on, each held at RELEASE^k times the gains k <= HOLD rows back, each low bin's
+    averaged with its neighbours', spread over the bins, nothing above TOP_HZ."""
     from training.denoiser_model import (
         BANDS,
         FRAME,
@@ -109,9 +109,29 @@ def test_served_gains_are_held_then_released():
         RATE,
         RELEASE,
         TOP_HZ,
+        erb_band_matrices,
+    )
+
+    held = np.max([RELEASE ** k * raw[first - k:len(raw) - k] for k in range(HOLD + 1)],
+                  axis=0)
+    assert (held > raw[first:] * 1.01).any()  # the hold does something here
+    _, spread = erb_band_matrices()
+    low = np.ones((len(held), spread.shape[1]), np.float32)
+    edged = np.concatenate([held[:, BANDS:BANDS + 1], held[:, BANDS:], held[:, -1:]], axis=1)
+    low[:, 1:LOW_BINS + 1] = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
+    top = np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ
+    return (held[:, :BANDS] @ spread) * low * top
+
+
+def test_served_gains_are_held_then_released():
+    """The serving graph holds each frame's gains at RELEASE^k times those k <= HOLD frames
+    back, where that is more, and averages each low bin's with its neighbours': checked
+    against NumPy on a small untrained model."""
+    from training.denoiser_model import (
+        FRAME,
+        HOLD,
         build_denoiser,
         context_frames,
-        erb_band_matrices,
         frame_features,
         lookback,
     )
@@ -129,14 +149,7 @@ def test_served_gains_are_held_then_released():
     with_gains = np.arange(offsets[0], count)
     stacked = features[with_gains[:, None] - offsets].reshape(len(with_gains), -1)
     raw = np.asarray(mlp(stacked - stacked.mean(axis=1, keepdims=True)))
-    held = np.max([RELEASE ** k * raw[HOLD - k:len(raw) - k] for k in range(HOLD + 1)], axis=0)
-    assert (held > raw[HOLD:] * 1.01).any()  # the hold does something here
-    _, spread = erb_band_matrices()
-    low = np.ones((len(held), spread.shape[1]), np.float32)
-    edged = np.concatenate([held[:, BANDS:BANDS + 1], held[:, BANDS:], held[:, -1:]], axis=1)
-    low[:, 1:LOW_BINS + 1] = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
-    top = np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ
-    expected = np.fft.irfft(spectra[lead:] * (held[:, :BANDS] @ spread) * low * top, FRAME)
+    expected = np.fft.irfft(spectra[lead:] * served_bin_gains(raw, HOLD), FRAME)
 
     served = np.asarray(serving(frames[..., None], training=False))[..., 0]
     assert not served[:lead].any()
@@ -147,17 +160,7 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
     """The recurrent model's file graph, checked against its Keras layers on a small untrained
     model: each grid cell's GRUs start from zeros ``WARM`` frames before it, gains are held
     and the low bins smoothed as for the MLP, and a partial last cell is padded."""
-    from training.denoiser_model import (
-        BANDS,
-        FRAME,
-        HOLD,
-        LOW_BINS,
-        RATE,
-        RELEASE,
-        TOP_HZ,
-        erb_band_matrices,
-        frame_features,
-    )
+    from training.denoiser_model import FRAME, frame_features
     from training.recurrent_model import GRID, LEAD, NORM, WARM, build_training, cell_module
 
     training = build_training(units=16, seed=3)
@@ -168,8 +171,6 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
     frames = (rng.standard_normal((count, FRAME)) * levels[:, None]).astype(np.float32)
     spectra = np.fft.rfft(frames, axis=1)
     features = frame_features(spectra.real, spectra.imag)
-    _, spread = erb_band_matrices()
-    top = np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ
     expected = []
     for start in range(0, count - LEAD, GRID):
         cell = features[start:start + LEAD + GRID]
@@ -179,15 +180,8 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
         hidden = layer.gru1(layer.inp(relative))
         hidden = hidden + layer.gru2(hidden)
         raw = np.asarray(layer.head(np.concatenate([hidden, relative], axis=2)))[0]
-        held = np.max([RELEASE ** k * raw[WARM - k:len(raw) - k] for k in range(HOLD + 1)],
-                      axis=0)
-        low = np.ones((len(held), spread.shape[1]), np.float32)
-        edged = np.concatenate([held[:, BANDS:BANDS + 1], held[:, BANDS:], held[:, -1:]],
-                               axis=1)
-        low[:, 1:LOW_BINS + 1] = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
-        gains = (held[:, :BANDS] @ spread) * low * top
         ours = spectra[start + LEAD:start + LEAD + GRID]
-        expected.append(np.fft.irfft(ours * gains[:len(ours)], FRAME))
+        expected.append(np.fft.irfft(ours * served_bin_gains(raw, WARM)[:len(ours)], FRAME))
     expected = np.concatenate(expected)
 
     served = np.asarray(cell_module(training).serve(frames[..., None]))[..., 0]

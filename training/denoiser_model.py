@@ -90,6 +90,50 @@ def frame_features(re: np.ndarray, im: np.ndarray) -> np.ndarray:
     return np.concatenate([bands, low], axis=1).astype(np.float32)
 
 
+def tf_features(re: Any, im: Any) -> Any:
+    """TensorFlow twin of :func:`frame_features`, for the served graphs."""
+    import tensorflow as tf
+
+    pool, _ = erb_band_matrices()
+    power = re * re + im * im
+    bands = tf.math.log(tf.matmul(power, tf.constant(pool)) + FLOOR)
+    low = tf.math.log(power[:, 1:LOW_BINS + 1] + FLOOR)
+    return tf.concat([bands, low], axis=1)
+
+
+def tf_bin_gains(gains: Any, smooth_low: bool = False) -> Any:
+    """``[n, FEATURES]`` band and low-bin gains to ``[n, BINS]`` gains per bin: band gains
+    spread over the bins, times each low bin's own (averaged with its neighbours' where
+    ``smooth_low``: SMOOTH_LOW), none above ``TOP_HZ``."""
+    import tensorflow as tf
+
+    _, spread = erb_band_matrices()
+    top = (np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ).astype(np.float32)
+    band = tf.matmul(gains[:, :BANDS], tf.constant(spread))
+    low = gains[:, BANDS:]
+    if smooth_low:
+        edged = tf.concat([low[:, :1], low, low[:, -1:]], axis=1)
+        low = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
+    low = tf.concat([tf.ones_like(band[:, :1]), low,
+                     tf.ones_like(band[:, LOW_BINS + 1:])], axis=1)
+    return band * low * tf.constant(top)
+
+
+def tf_inverse(re: Any, im: Any) -> Any:
+    """The inverse real FFT of ``[n, BINS]`` spectra with TFLite's builtin forward RFFT only:
+    the real part extended evenly plus the imaginary part extended oddly is one real sequence
+    whose RFFT holds both halves of the inverse."""
+    import tensorflow as tf
+
+    even = tf.concat([re, tf.reverse(re[:, 1:BINS - 1], axis=[1])], axis=1)
+    odd = tf.concat([im, -tf.reverse(im[:, 1:BINS - 1], axis=[1])], axis=1)
+    s = tf.signal.rfft(even + odd)
+    real, imag = tf.math.real(s), tf.math.imag(s)
+    first = real + imag
+    second = tf.reverse((real - imag)[:, 1:BINS - 1], axis=[1])
+    return tf.concat([first, second], axis=1) / FRAME
+
+
 def lookback(context: int = CONTEXT, sparse: tuple[int, ...] = SPARSE) -> list[int]:
     """The past frames a frame's gains see, oldest first, as offsets back from it: every one
     of the last ``context``, and the ``sparse`` ones further back (a cheap longer view)."""
@@ -148,42 +192,15 @@ def build_models(hidden: int = 384, context: int = CONTEXT, seed: int = 0,
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    pool, spread = erb_band_matrices()
     offsets = lookback(context, sparse)
     width = len(offsets) * FEATURES
     lead = context_frames(context, sparse, hold)  # frames a block needs in front
-
-    def features(re, im):
-        power = re * re + im * im
-        bands = tf.math.log(tf.matmul(power, tf.constant(pool)) + FLOOR)
-        low = tf.math.log(power[:, 1:LOW_BINS + 1] + FLOOR)
-        return tf.concat([bands, low], axis=1)
-
-    top = (np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ).astype(np.float32)
-
-    def bin_gains(gains, smooth_low=False):
-        band = tf.matmul(gains[:, :BANDS], tf.constant(spread))
-        low = gains[:, BANDS:]
-        if smooth_low:  # each low bin's gain averaged with its neighbours' (SMOOTH_LOW)
-            edged = tf.concat([low[:, :1], low, low[:, -1:]], axis=1)
-            low = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
-        low = tf.concat([tf.ones_like(band[:, :1]), low,
-                         tf.ones_like(band[:, LOW_BINS + 1:])], axis=1)
-        return band * low * tf.constant(top)
 
     def normalised(stacked):
         # Level invariance: a gain on the input shifts every log energy equally.
         return stacked - tf.reduce_mean(stacked, axis=1, keepdims=True)
 
-    def inverse(re, im):
-        # Hermitian extension as one real sequence: even real part + odd imaginary part.
-        even = tf.concat([re, tf.reverse(re[:, 1:BINS - 1], axis=[1])], axis=1)
-        odd = tf.concat([im, -tf.reverse(im[:, 1:BINS - 1], axis=[1])], axis=1)
-        s = tf.signal.rfft(even + odd)
-        real, imag = tf.math.real(s), tf.math.imag(s)
-        first = real + imag
-        second = tf.reverse((real - imag)[:, 1:BINS - 1], axis=[1])
-        return tf.concat([first, second], axis=1) / FRAME
+    features, bin_gains, inverse = tf_features, tf_bin_gains, tf_inverse
 
     mlp = keras.Sequential([
         keras.Input(shape=(width,)),

@@ -33,18 +33,14 @@ from typing import Any
 import numpy as np
 
 from training.denoiser_model import (
-    BANDS,
-    BINS,
     FEATURES,
-    FLOOR,
     FRAME,
     HOLD,
-    LOW_BINS,
-    RATE,
     RELEASE,
     SMOOTH_LOW,
-    TOP_HZ,
-    erb_band_matrices,
+    tf_bin_gains,
+    tf_features,
+    tf_inverse,
 )
 
 UNITS = 256
@@ -103,8 +99,6 @@ def _graph_parts(training: Any, hold: int, release: float, smooth_low: bool) -> 
 
     w = _weights(training)
     units = w["inp_w"].shape[1]
-    pool, spread = erb_band_matrices()
-    top = (np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ).astype(np.float32)
     c = {k: tf.constant(v) for k, v in w.items()}
 
     class Parts:
@@ -116,12 +110,6 @@ def _graph_parts(training: Any, hold: int, release: float, smooth_low: bool) -> 
     def spectrum(frames):
         s = tf.signal.rfft(tf.reshape(frames, [-1, FRAME]))
         return tf.math.real(s), tf.math.imag(s)
-
-    def features(re, im):
-        power = re * re + im * im
-        bands = tf.math.log(tf.matmul(power, tf.constant(pool)) + FLOOR)
-        low = tf.math.log(power[:, 1:LOW_BINS + 1] + FLOOR)
-        return tf.concat([bands, low], axis=1)
 
     def window_mean(levels):
         """``[rows, m]`` levels to ``[rows, m - NORM + 1]`` means of NORM in a row."""
@@ -166,32 +154,13 @@ def _graph_parts(training: Any, hold: int, release: float, smooth_low: bool) -> 
         return tf.sigmoid(tf.matmul(tf.concat([hidden, relative], axis=1), c["head_w"])
                           + c["head_b"])
 
-    def bin_gains(gains):
-        band = tf.matmul(gains[:, :BANDS], tf.constant(spread))
-        low = gains[:, BANDS:]
-        if smooth_low:
-            edged = tf.concat([low[:, :1], low, low[:, -1:]], axis=1)
-            low = (edged[:, :-2] + edged[:, 1:-1] + edged[:, 2:]) / 3
-        low = tf.concat([tf.ones_like(band[:, :1]), low,
-                         tf.ones_like(band[:, LOW_BINS + 1:])], axis=1)
-        return band * low * tf.constant(top)
-
-    def inverse(re, im):
-        # Hermitian extension as one real sequence: even real part + odd imaginary part.
-        even = tf.concat([re, tf.reverse(re[:, 1:BINS - 1], axis=[1])], axis=1)
-        odd = tf.concat([im, -tf.reverse(im[:, 1:BINS - 1], axis=[1])], axis=1)
-        s = tf.signal.rfft(even + odd)
-        real, imag = tf.math.real(s), tf.math.imag(s)
-        first = real + imag
-        second = tf.reverse((real - imag)[:, 1:BINS - 1], axis=[1])
-        return tf.concat([first, second], axis=1) / FRAME
-
     def apply(re, im, held):
-        gains = bin_gains(held)
-        return inverse(re * gains, im * gains)
+        gains = tf_bin_gains(held, smooth_low)
+        return tf_inverse(re * gains, im * gains)
 
-    for f in (spectrum, features, window_mean, gru1_input, recur, head, apply):
+    for f in (spectrum, window_mean, gru1_input, recur, head, apply):
         setattr(parts, f.__name__, f)
+    parts.features = tf_features
     return parts
 
 

@@ -54,6 +54,76 @@ class Framed:
     bandwidth: float
 
 
+@dataclass
+class TrainingData:
+    """What training mixes: real speech from the Debian packages, espeak-ng sentences, other
+    talkers for babble, recorded music and event sounds (see :meth:`load`)."""
+
+    versions: dict[str, str]  # the packages, by name
+    root: Path  # where they are unpacked
+    clips: list[real_data.Clip]
+    synthetic: list[mixing.Piece]
+    music: list[np.ndarray]
+    events: list[np.ndarray]
+    espeak_utterances: int
+    rng: np.random.Generator
+
+    @classmethod
+    def load(cls, seed: int, smoke: bool, espeak_utterances: int,
+             rng: np.random.Generator) -> TrainingData:
+        """Fetch the packages (a few small ones for a smoke run) and read what they hold."""
+        versions = real_data.fetch(packages=real_data.SMOKE_PACKAGES if smoke
+                                   else real_data.PACKAGES)
+        root = real_data.DEFAULT_CACHE / "root"
+        clips = real_data.speech_clips(root, held_out=False,
+                                       limit_seconds=60 if smoke else None, seed=seed)
+        synthetic = [mixing.Piece(s, real_data.measured_bandwidth(s, 22050))
+                     for s in data.speech_set(espeak_utterances, seed)]
+        recorded = real_data.noise_clips(root, held_out=False)
+        return cls(versions, root, clips, synthetic,
+                   [r for r in recorded if r.shape[0] >= 10 * RATE],
+                   [r for r in recorded if r.shape[0] < 10 * RATE], espeak_utterances, rng)
+
+    def new_pairs(self, count: int, lead: int) -> list[Framed]:
+        """``count`` fresh mixtures, framed with ``lead`` frames of silence's features in
+        front. Full-band speech is scarce (most clips stop below 16 kHz): a third of the
+        pieces come from it, so the top bands learn what speech is there; a quarter are
+        espeak-ng."""
+        rng = self.rng
+        full_band = [c for c in self.clips if c.bandwidth >= 16000] or self.clips
+        wide = count // 3
+        real = (mixing.pieces_from_clips(full_band, 3.0, rng, wide)
+                + mixing.pieces_from_clips(self.clips, 3.0, rng, count - count // 4 - wide))
+        fake = [self.synthetic[int(rng.integers(len(self.synthetic)))]
+                for _ in range(count // 4)]
+        pairs = mixing.training_pairs(real + fake, count, rng, [c.audio for c in self.clips],
+                                      self.music, self.events)
+        return [framed(p, lead, int(rng.integers(HOP))) for p in pairs]
+
+    def recipe(self, mask_bandwidth: bool = True) -> dict:
+        """The model card's account of the speech and the noises."""
+        seconds = {g: 0.0 for g in ("ktuberling", "klettres", "asterisk")}
+        for c in self.clips:
+            seconds[c.group.split("/")[0]] += c.audio.shape[0] / RATE
+        return {
+            "speech": {
+                "real": f"Debian packages (recipe.packages): {len(self.clips)} curated clips, "
+                        f"{len({c.group for c in self.clips})} languages/speakers, minutes by "
+                        f"source { {k: round(v / 60, 1) for k, v in seconds.items()} }; held "
+                        f"out: {real_data.HELD_OUT}",
+                "synthetic": f"espeak-ng, {self.espeak_utterances} sentences, voices "
+                             f"{data.TRAIN_VOICES} with variants, a quarter of the pieces",
+                "bandwidth": "measured per clip (60 dB below the peak band); a third of the "
+                             "pieces from clips reaching 16 kHz or more"
+                             + ("; the loss ignores bins above it" if mask_bandwidth else ""),
+            },
+            "noise": f"{list(mixing.KINDS)}; recorded: music on hold "
+                     "(asterisk-moh-opsound-wav) and event sounds (sound-theme-freedesktop); "
+                     "SNR -5 to 20 dB, 15 % clean; level -45 to -15 dBFS RMS; a quarter "
+                     "low-passed at 3.8-20 kHz; 3 % digital silence",
+        }
+
+
 def framed(pair: mixing.Pair, context: int, shift: int) -> Framed:
     """Frame ``pair`` as the pipeline does (``frame - hop`` zeros of lead-in), moved by
     ``shift`` samples so frames fall anywhere in the audio."""
@@ -176,32 +246,10 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
 
     started = time.monotonic()
     rng = np.random.default_rng(seed)
-    versions = real_data.fetch(packages=real_data.SMOKE_PACKAGES if smoke
-                               else real_data.PACKAGES)
-    root = real_data.DEFAULT_CACHE / "root"
-    clips = real_data.speech_clips(root, held_out=False, limit_seconds=60 if smoke else None,
-                                   seed=seed)
-    espeak = data.speech_set(espeak_utterances, seed)
-    synthetic = [mixing.Piece(s, real_data.measured_bandwidth(s, 22050)) for s in espeak]
-    talkers = [c.audio for c in clips]
-    recorded = real_data.noise_clips(root, held_out=False)
-    events = [r for r in recorded if r.shape[0] < 10 * RATE]
-    music = [r for r in recorded if r.shape[0] >= 10 * RATE]
-    speech_seconds = {g: 0.0 for g in ("ktuberling", "klettres", "asterisk")}
-    for c in clips:
-        speech_seconds[c.group.split("/")[0]] += c.audio.shape[0] / RATE
-
-    # Full-band speech is scarce (most clips stop below 16 kHz): a third of the pieces come
-    # from it, so the top bands learn what speech is there.
-    full_band = [c for c in clips if c.bandwidth >= 16000] or clips
+    data_set = TrainingData.load(seed, smoke, espeak_utterances, rng)
 
     def new_pairs(count):
-        wide = count // 3
-        real = (mixing.pieces_from_clips(full_band, 3.0, rng, wide)
-                + mixing.pieces_from_clips(clips, 3.0, rng, count - count // 4 - wide))
-        fake = [synthetic[int(rng.integers(len(synthetic)))] for _ in range(count // 4)]
-        pairs = mixing.training_pairs(real + fake, count, rng, talkers, music, events)
-        return [framed(p, offsets[0], int(rng.integers(HOP))) for p in pairs]
+        return data_set.new_pairs(count, offsets[0])
 
     offsets = lookback(context, sparse)
     needed = context_frames(context, sparse)  # frames a serving block needs in front
@@ -244,7 +292,7 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
     step_path = output.with_name(f"{output.stem}_stream_step.tflite")
     export_fp16(stream_step, step_path)
     serving.save_weights(output.with_suffix(".weights.h5"))  # to re-export or fine-tune
-    held_pairs, clean_wide = held_out_pairs(root, seed + 100, 12 if smoke else 60)
+    held_pairs, clean_wide = held_out_pairs(data_set.root, seed + 100, 12 if smoke else 60)
     seen_further = (f" and those {', '.join(map(str, sorted(sparse)))} frames back"
                     if sparse else "")
     card = {
@@ -257,22 +305,7 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
                        f"over {HOLD} frames with a release of {RELEASE} per frame, low bins "
                        f"smoothed over 3, 48 kHz, 1024-sample frames, 50 % overlap, causal.",
         "recipe": {
-            "speech": {
-                "real": f"Debian packages (recipe.packages): "
-                        f"{len(clips)} curated clips, {len({c.group for c in clips})} "
-                        f"languages/speakers, minutes by source "
-                        f"{ {k: round(v / 60, 1) for k, v in speech_seconds.items()} }; "
-                        f"held out: {real_data.HELD_OUT}",
-                "synthetic": f"espeak-ng, {espeak_utterances} sentences, voices "
-                             f"{data.TRAIN_VOICES} with variants, a quarter of the pieces",
-                "bandwidth": "measured per clip (60 dB below the peak band); a third of the "
-                             "pieces from clips reaching 16 kHz or more"
-                             + ("; the loss ignores bins above it" if mask_bandwidth else ""),
-            },
-            "noise": f"{list(mixing.KINDS)}; recorded: music on hold "
-                     "(asterisk-moh-opsound-wav) and event sounds (sound-theme-freedesktop); "
-                     "SNR -5 to 20 dB, 15 % clean; level -45 to -15 dBFS RMS; a quarter "
-                     "low-passed at 3.8-20 kHz; 3 % digital silence",
+            **data_set.recipe(mask_bandwidth),
             "features": f"log energies in {BANDS} ERB bands + {LOW_BINS} low bins for the "
                         f"current and {context} past frames{seen_further}, floor 1e-5, mean "
                         f"removed",
@@ -288,7 +321,7 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
                         f"{prepared / 60:.1f} min, total "
                         f"{(time.monotonic() - started) / 60:.1f} min; final loss "
                         f"{np.mean(losses[-5:]):.4f}",
-            "packages": versions,
+            "packages": data_set.versions,
             "seed": seed,
         },
         "scores": {"held_out_real_speech": evaluate(serving, needed, held_pairs, clean_wide),

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training import data, mixing, real_data
-from training.denoiser_model import BANDS, BINS, FEATURES, FRAME, HOP, LOW_BINS, RATE, TOP_HZ
+from training.denoiser_model import BANDS, BINS, FEATURES, FRAME, LOW_BINS, RATE, TOP_HZ
 from training.recurrent_model import LEAD, UNITS, build_training
-from training.train import DEFAULT_OUTPUT, FREQS, Framed, framed, spectral_loss
+from training.train import DEFAULT_OUTPUT, FREQS, Framed, TrainingData, spectral_loss
 
 FRAMES = 192  # a training run's frames after its warm-up: the service's grid cell
 CYCLES = ((1e-3, 3840), (3e-4, 3560))  # (first learning rate, steps) of each cycle
@@ -65,30 +64,10 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
 
     started = time.monotonic()
     rng = np.random.default_rng(seed)
-    versions = real_data.fetch(packages=real_data.SMOKE_PACKAGES if smoke
-                               else real_data.PACKAGES)
-    root = real_data.DEFAULT_CACHE / "root"
-    clips = real_data.speech_clips(root, held_out=False, limit_seconds=60 if smoke else None,
-                                   seed=seed)
-    espeak = data.speech_set(espeak_utterances, seed)
-    synthetic = [mixing.Piece(s, real_data.measured_bandwidth(s, 22050)) for s in espeak]
-    talkers = [c.audio for c in clips]
-    recorded = real_data.noise_clips(root, held_out=False)
-    events = [r for r in recorded if r.shape[0] < 10 * RATE]
-    music = [r for r in recorded if r.shape[0] >= 10 * RATE]
-    full_band = [c for c in clips if c.bandwidth >= 16000] or clips
-    speech_seconds = {g: 0.0 for g in ("ktuberling", "klettres", "asterisk")}
-    for c in clips:
-        speech_seconds[c.group.split("/")[0]] += c.audio.shape[0] / RATE
+    data_set = TrainingData.load(seed, smoke, espeak_utterances, rng)
 
     def new_pairs(count: int) -> list[Framed]:
-        # As training.train: a third from full-band clips, a quarter espeak-ng.
-        wide = count // 3
-        real = (mixing.pieces_from_clips(full_band, 3.0, rng, wide)
-                + mixing.pieces_from_clips(clips, 3.0, rng, count - count // 4 - wide))
-        fake = [synthetic[int(rng.integers(len(synthetic)))] for _ in range(count // 4)]
-        pairs = mixing.training_pairs(real + fake, count, rng, talkers, music, events)
-        return [framed(p, LEAD, int(rng.integers(HOP))) for p in pairs]
+        return data_set.new_pairs(count, LEAD)
 
     model = build_training(units, seed)
     _, spread = erb_band_matrices()
@@ -144,32 +123,19 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
     weights = output.with_suffix(".weights.h5")
     model.save_weights(weights)  # to re-export or fine-tune
     recipe = {
-        "speech": {
-            "real": f"Debian packages (recipe.packages): {len(clips)} curated clips, "
-                    f"{len({c.group for c in clips})} languages/speakers, minutes by source "
-                    f"{ {k: round(v / 60, 1) for k, v in speech_seconds.items()} }; held out: "
-                    f"{real_data.HELD_OUT}",
-            "synthetic": f"espeak-ng, {espeak_utterances} sentences, voices "
-                         f"{data.TRAIN_VOICES} with variants, a quarter of the pieces",
-            "bandwidth": "measured per clip (60 dB below the peak band); a third of the pieces "
-                         "from clips reaching 16 kHz or more; the loss ignores bins above it",
-        },
-        "noise": f"{list(mixing.KINDS)}; recorded: music on hold (asterisk-moh-opsound-wav) "
-                 "and event sounds (sound-theme-freedesktop); SNR -5 to 20 dB, 15 % clean; "
-                 "level -45 to -15 dBFS RMS; a quarter low-passed at 3.8-20 kHz; 3 % digital "
-                 "silence",
+        **data_set.recipe(),
         "loss": "in-band compressed-magnitude (power 0.3) error plus complex error relative "
                 "to the noisy frame's energy, on each run's last frames",
         "training": f"runs of {LEAD} + {FRAMES} frames, batch {batch}; Adam, "
                     + ", then ".join(f"{n} steps from {r:g} down to 1e-5" for r, n in cycles)
                     + f"; data {prepared / 60:.1f} min, total {trained / 60:.1f} min; final "
                       f"loss {np.mean(losses[-50:]):.4f}",
-        "packages": versions,
+        "packages": data_set.versions,
         "seed": seed,
     }
     from training.export_recurrent import export_with_card
 
-    return export_with_card(weights, output, units, recipe, root, seed, smoke)
+    return export_with_card(weights, output, units, recipe, data_set.root, seed, smoke)
 
 
 def build_parser() -> argparse.ArgumentParser:
