@@ -4,7 +4,9 @@
 hop and window, a description, and how it was made. A model without a card runs at the
 configured rate on consecutive frames. A model with look-back may name a *stream step* twin
 (``stream_step``: its file and the size of its state), which streams run one chunk at a time,
-their state in and out of each call, instead of sending the look-back's frames again.
+their state in and out of each call, instead of sending the look-back's frames again. A
+recurrent model that starts its state afresh on a grid of cells (``grid_frames``) has every
+file segment start on that grid, and needs a stream step.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ its first and last ``R − 1`` frames (after the synthesis window) as *edges*, a
 summed part 0 first, as :meth:`~enhancer.framing.Framing.join` does, so the result is the
 same, bit for bit, however the frames were cut into segments: one, many, or a stream's
 chunks. With ``R = 1`` (consecutive frames, no window) a segment's slots are its frames.
+
+A recurrent model (a card with ``grid_frames``) starts its state afresh on a fixed grid of
+cells from a file's first frame, so its output for a frame depends on where the frame's
+segment starts: :meth:`Job.locate` starts every file segment on the grid and gives it whole
+cells, and the model runs a segment's cells side by side. A stream's chunks run through the
+model's stream step, which carries the state across cell boundaries the same way.
 """
 
 from __future__ import annotations
@@ -246,9 +252,14 @@ MIN_SEGMENT_FRAMES = 16
 
 def segment_frames(job: Job, workers: int, max_frames: int) -> int:
     """Frames per segment for a request: equal segments, a multiple of the workers and at
-    least two each, so it spreads evenly over every worker, none over ``max_frames``."""
+    least two each, so it spreads evenly over every worker, none over ``max_frames``; whole
+    cells for a model on a grid."""
     workers = max(1, workers)
     widest = max(c.num_frames for c in job.channels)
     pieces = max(2 * workers, -(-widest // max_frames))
     pieces = -(-pieces // workers) * workers
-    return min(max_frames, max(-(-widest // pieces), MIN_SEGMENT_FRAMES))
+    size = min(max_frames, max(-(-widest // pieces), MIN_SEGMENT_FRAMES))
+    grid = job.channels[0].framing.grid
+    if grid:  # whole cells, rounded up (Job.locate would round down)
+        size = min(-(-size // grid) * grid, max(grid, max_frames - max_frames % grid))
+    return size

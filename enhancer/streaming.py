@@ -8,8 +8,10 @@ any chunk, a crashed worker loses only that chunk, and stream blocks overtake fi
 
 A model with look-back sees, with each chunk, the frames before it. With a stream step twin
 (the denoiser's) only the first chunk brings them; every later chunk brings the model's state
-instead (the look-back's features and held gains, 23 KB), goes in with it and comes back
-with the state after it, so the worker transforms the chunk's own frames only.
+instead (the recurrent denoiser's: its position on the grid of cells, the GRUs' hidden
+vectors and held gains, 6 KB), goes in with it and comes back with the state after it, so the
+worker transforms the chunk's own frames only. A recurrent model on a grid (its card's
+``grid_frames``) streams only that way: chunks do not start on its grid.
 
 Every stage reproduces its whole-file twin bit for bit: the resamplers are libsoxr's, whose
 stream output does not depend on how the input is cut; the framer pads like

@@ -81,3 +81,18 @@ def test_on_a_grid_a_files_segments_are_whole_cells_from_its_start(max_count):
     chunk = ChannelJob(framing, random_audio(40 * 512, seed=1), 30, offset=-63 * 512,
                        state=np.zeros(8, np.float32))
     assert Job([chunk]).locate(0, max_count)[2] == min(30, max_count)
+
+
+@pytest.mark.parametrize("frames, max_frames, expected", [
+    (5625, 768, 768),  # a minute at 48 kHz: 8 segments of 4 cells, 4 a worker
+    (5625, 500, 384),  # at most 500: 2 cells
+    (300, 768, 192),  # less than two cells: one cell a segment
+    (100_000, 768, 768),
+])
+def test_on_a_grid_a_requests_segments_are_whole_cells_spread_over_the_workers(
+        frames, max_frames, expected):
+    from enhancer.segments import Job, segment_frames
+
+    framing = Framing(1024, 512, "sqrt-hann", context=63, grid=192)
+    channel = ChannelJob(framing, np.zeros(1, np.float32), frames, offset=512)
+    assert segment_frames(Job([channel]), 2, max_frames) == expected
