@@ -2,7 +2,7 @@
 # make test - create .venv, install the test tools too, lint, type-check and run every test
 # make run-cluster - a Ray head on this machine and the service on it (BACKEND=ray)
 # make train - fetch the Debian speech and noise packages (apt-get download, no root) and
-#   train the denoiser (58,600 steps, about 27 minutes on 2 cores)
+#   train the recurrent denoiser (7,400 steps, under an hour on 2 cores)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -68,7 +68,7 @@ bench-quality: $(VENV)/.quality
 	$(PY) -m bench.quality_real
 
 train: $(VENV)/.dev
-	$(PY) -m training.train
+	$(PY) -m training.train_recurrent
 
 $(VENV)/.quality: requirements-quality.txt $(VENV)/.dev
 	$(PY) -m pip install --quiet -r requirements-quality.txt

@@ -89,7 +89,7 @@ def pool_vs_one_interpreter(audio: np.ndarray) -> list[Figure]:
                "ready in one batch", pooled, one_batch, "s", "≤ 1.5×", pooled / one_batch <= 1.5,
                command, "segments through shared memory; see the note below the table"),
         Figure("1e. denoiser: round trip of a 1-frame segment through the pool (a stream's "
-               "chunk), p50", p50, 1024 / 48000, "s", "(info)", None, command,
+               "chunk, by the stream step), p50", p50, 1024 / 48000, "s", "(info)", None, command,
                f"p99 {p99 * 1e6:.0f} µs; baseline: the frame's own duration, 21.3 ms"),
         Figure("1b. passthrough: pool vs frame + one invoke + unframe by hand", pooled, by_hand,
                "s", "(info)", None, command),
@@ -102,17 +102,20 @@ def pool_vs_one_interpreter(audio: np.ndarray) -> list[Figure]:
 
 
 def _one_frame_round_trip() -> tuple[float, float]:
-    """p50 and p99 of one live 1-frame segment through a 2-worker pool, seconds."""
+    """p50 and p99 of one live 1-frame segment through a 2-worker pool, seconds: a stream's
+    chunk after its first, through the model's stream step with its state where it has one."""
     from enhancer.backend import Priority
     from enhancer.segments import ChannelJob, Job
 
     times = []
     with AudioEnhancer(DENOISER, num_processes=2) as pool:
-        framing = pool.framing
+        stepped = pool.card.stream_step_path is not None
+        framing = pool.framing.with_context(0) if stepped else pool.framing
         samples = np.random.default_rng(1).standard_normal(framing.frame_length).astype(
             np.float32) * np.float32(0.1)
         for i in range(2200):
-            job = Job([ChannelJob(framing, samples, 1, offset=0)])
+            state = np.zeros(pool.card.stream_state_size, np.float32) if stepped else None
+            job = Job([ChannelJob(framing, samples, 1, offset=0, state=state)])
             started = time.perf_counter()
             pool.backend.run(job, f"rt{i}", None, Priority.LIVE).result()
             if i >= 200:  # after warming up

@@ -305,7 +305,10 @@ class RemoteEnhancer:
         self.realtime, self.encoding = realtime, encoding
 
     def open_stream(self, sample_rate: int, channels: int = 1,
-                    atten_lim_db: float | None = None) -> RemoteStream:
+                    atten_lim_db: float | None = None,
+                    whole_cells: bool = False) -> RemoteStream:
+        """A stream to the service (``whole_cells`` is the server's business: it streams
+        every chunk through the model's stream step)."""
         address = stream_url(self.url, sample_rate, channels, self.encoding, self.model,
                              self.api_key, atten_lim_db)
         return RemoteStream(address, channels, self.encoding, self.realtime, sample_rate)

@@ -169,7 +169,8 @@ def enhance_blocks(enhancer: Enhancer, reader: AudioReader, frames_per_block: in
 
     The blocks go through one stream (``enhancer.open_stream``), whose resamplers, framing
     and overlap-add carry their state from block to block: together the results equal
-    ``enhancer.enhance`` of the whole audio, bit for bit, whatever the block size.
+    ``enhancer.enhance`` of the whole audio, bit for bit, whatever the block size. A
+    recurrent model takes each block's whole grid cells in parallel, as it takes a file.
 
     Raises
     ------
@@ -177,7 +178,7 @@ def enhance_blocks(enhancer: Enhancer, reader: AudioReader, frames_per_block: in
         The audio holds NaN or Inf, or fewer or more samples than its header declares.
     """
     rate, channels = reader.info.sample_rate, reader.info.channels
-    stream = enhancer.open_stream(rate, channels, atten_lim_db)
+    stream = enhancer.open_stream(rate, channels, atten_lim_db, whole_cells=True)
     with _EventLoopThread() as loop:
         position = 0
         while True:

@@ -45,11 +45,13 @@ class StreamFramer:
     a :class:`~enhancer.segments.ChannelJob` (padded like the whole-file path's frames).
 
     ``stepped``: the chunks after the first carry no look-back frames (the model's stream
-    step twin carries its state instead)."""
+    step twin carries its state instead). ``cells``: chunks are whole cells of that many
+    frames (but the last), each with its look-back, as a file's segments are."""
 
-    def __init__(self, framing: Framing, stepped: bool = False) -> None:
+    def __init__(self, framing: Framing, stepped: bool = False, cells: int = 0) -> None:
         self.framing = framing
         self._stepped = stepped
+        self._cells = cells
         # The whole-file path's zero lead-in, and silence as the first frames' context.
         self._context = framing.context * framing.hop_length
         lead = framing.frame_length - framing.hop_length + self._context
@@ -78,6 +80,8 @@ class StreamFramer:
         count = 0 if available < frame else (available - frame) // hop + 1
         if limit is not None:
             count = min(count, limit)
+        elif self._cells:
+            count -= count % self._cells
         samples = self._pending[:input_length(self.framing, count)] if count else (
             self._pending[:0])
         job = ChannelJob(self.framing, samples, count, offset=-self._context)
@@ -154,6 +158,9 @@ class StreamJoiner:
 class EnhancerStream:
     """One stream of ``channels`` channels at ``sample_rate``, through an ``AudioEnhancer``.
 
+    ``whole_cells``: for a file read in blocks, not a live stream; a recurrent model on a grid
+    then takes whole cells, in parallel, instead of every frame through its stream step.
+
     ``await push(chunk)`` returns the enhanced samples ready so far (``[m, channels]``
     float32; often none for tiny chunks), ``await finish()`` the rest: in all, exactly as many
     samples as were pushed, equal to ``enhancer.enhance`` on the whole. Calls must not
@@ -161,7 +168,7 @@ class EnhancerStream:
     """
 
     def __init__(self, enhancer: AudioEnhancer, sample_rate: int, channels: int = 1,
-                 atten_lim_db: float | None = None) -> None:
+                 atten_lim_db: float | None = None, whole_cells: bool = False) -> None:
         import soxr
 
         from enhancer.enhancer import attenuation_floor
@@ -184,10 +191,14 @@ class EnhancerStream:
                                                  dtype="float32")
             self._from_model = soxr.ResampleStream(model_rate, sample_rate, channels,
                                                    dtype="float32")
+        # A file read in blocks (whole_cells) goes to a recurrent model as a file does: whole
+        # grid cells with their look-back, which the workers run side by side, not one step
+        # after another; its output comes up to a cell later than a live stream's would.
+        cells = enhancer.framing.grid if whole_cells else 0
         # The model's stream step twin, where the backend runs it (every backend does).
-        self.stepped = (enhancer.card.stream_step_path is not None
+        self.stepped = (enhancer.card.stream_step_path is not None and not cells
                         and getattr(enhancer.backend, "runs_stream_steps", False))
-        if enhancer.framing.grid and not self.stepped:
+        if enhancer.framing.grid and not self.stepped and not cells:
             raise ModelError(f"model {enhancer.card.name} streams only through its stream "
                              f"step, which this backend does not run")
         self._states = [np.zeros(enhancer.card.stream_state_size, np.float32)
@@ -195,7 +206,8 @@ class EnhancerStream:
         # A stepped chunk is one segment a channel: larger pushes go in pieces of this many
         # samples at the model's rate, each completing fewer frames than a segment holds.
         self._piece = max(1, enhancer.max_segment_frames - 1) * enhancer.framing.hop_length
-        self._framers = [StreamFramer(enhancer.framing, self.stepped) for _ in range(channels)]
+        self._framers = [StreamFramer(enhancer.framing, self.stepped, cells)
+                         for _ in range(channels)]
         self._joiners = [StreamJoiner(enhancer.framing) for _ in range(channels)]
         self.samples_in = 0
         self.samples_out = 0

@@ -93,16 +93,17 @@ def test_queued_chunks_of_many_streams_share_tasks_and_each_stream_stays_exact()
 @pytest.mark.parametrize("model", ["passthrough", "denoiser"])
 def test_chunks_larger_than_a_segment_are_run_in_pieces_and_still_equal(pool, denoiser, model):
     enhancer = pool if model == "passthrough" else denoiser
-    audio = random_audio(48000 * 16 + 5, seed=8)
-    chunk = 48000 * 7  # more frames than one worker's arena holds
+    audio = random_audio(48000 * 20 + 5, seed=8)
+    chunk = 48000 * 9  # more frames than one worker's arena holds
     assert chunk // enhancer.framing.hop_length > enhancer.max_segment_frames
     streamed = asyncio.run(run_stream(enhancer, audio, 48000, chunk))
     assert same_bits(streamed, enhancer.enhance(audio, 48000))
 
 
 def test_after_its_first_chunk_a_stream_sends_the_models_state_not_its_look_back(denoiser):
-    """The denoiser's stream step twin: the first chunk brings the 67 look-back frames and
-    a zero state; every later one only its own frames and the state the one before left."""
+    """The denoiser's stream step twin: the first chunk brings the card's context frames
+    (63: silence in front of the first grid cell) and a zero state; every later one only its
+    own frames and the state the one before left."""
     jobs = []
     run = denoiser.backend.run
 
@@ -117,28 +118,42 @@ def test_after_its_first_chunk_a_stream_sends_the_models_state_not_its_look_back
     finally:
         del denoiser.backend.run
     assert same_bits(streamed, denoiser.enhance(audio, 48000))
+    context, size = denoiser.card.context_frames, denoiser.card.stream_state_size
     first, *later = [job.channels[0] for job in jobs]
-    assert first.framing.context == 67 and not first.state.any()
-    assert first.samples.shape[0] == (first.num_frames + 66) * 512 + 1024
+    assert first.framing.context == context == 63 and not first.state.any()
+    assert first.samples.shape[0] == (first.num_frames + context - 1) * 512 + 1024
     assert len(later) > 20
     before = first
     for chunk in later:
         assert chunk.framing.context == 0 and chunk.state is before.state_out
-        assert chunk.state.shape == (5896,)
+        assert chunk.state.shape == (size,)
         assert chunk.samples.shape[0] == (chunk.num_frames - 1) * 512 + 1024
         before = chunk
 
 
 @pytest.mark.parametrize("chunk", [1, 441, 4800])
-def test_without_a_stream_step_chunks_bring_their_look_back_and_still_equal(tmp_path, chunk):
-    for name in ("denoiser_48k.tflite", "denoiser_48k.json"):
-        (tmp_path / name).write_bytes((DENOISER.parent / name).read_bytes())
-    card = json.loads((tmp_path / "denoiser_48k.json").read_text())
+def test_without_a_stream_step_chunks_bring_their_look_back_and_still_equal(
+        tmp_path, lookback_model, chunk):
+    """A stateless model with look-back (the fixture: an MLP over past frames) and no step
+    twin: each chunk brings the frames before it, and the stream still equals the file."""
+    name = lookback_model.stem
+    (tmp_path / f"{name}.tflite").write_bytes(lookback_model.read_bytes())
+    card = json.loads(lookback_model.with_suffix(".json").read_text())
     del card["stream_step"]
-    (tmp_path / "denoiser_48k.json").write_text(json.dumps(card))
+    (tmp_path / f"{name}.json").write_text(json.dumps(card))
     audio = random_audio(30_000 if chunk > 1 else 3000, seed=chunk)
-    with AudioEnhancer(tmp_path / "denoiser_48k.tflite", num_processes=1) as enhancer:
+    with AudioEnhancer(tmp_path / f"{name}.tflite", num_processes=1) as enhancer:
         assert not enhancer.open_stream(48000).stepped
+        assert enhancer.framing.context == card["context_frames"] == 67
+        streamed = asyncio.run(run_stream(enhancer, audio, 48000, chunk))
+        assert same_bits(streamed, enhancer.enhance(audio, 48000))
+
+
+@pytest.mark.parametrize("chunk", [1, 441, 4800])
+def test_a_stateless_models_stream_step_equals_its_file_path(lookback_model, chunk):
+    audio = random_audio(30_000 if chunk > 1 else 3000, seed=chunk)
+    with AudioEnhancer(lookback_model, num_processes=1) as enhancer:
+        assert enhancer.open_stream(48000).stepped
         streamed = asyncio.run(run_stream(enhancer, audio, 48000, chunk))
         assert same_bits(streamed, enhancer.enhance(audio, 48000))
 
@@ -147,8 +162,9 @@ def test_a_step_chunk_longer_than_a_segment_is_refused_by_the_pool(denoiser):
     from enhancer.segments import ChannelJob, Job
 
     frames = denoiser.max_segment_frames + 1
+    context, size = denoiser.card.context_frames, denoiser.card.stream_state_size
     chunk = ChannelJob(denoiser.framing, np.zeros(frames * 512 + 40000, np.float32), frames,
-                       offset=-67 * 512, state=np.zeros(5896, np.float32))
+                       offset=-context * 512, state=np.zeros(size, np.float32))
     future = denoiser.backend.run(Job([chunk]), "too-long")
     with pytest.raises(ValueError, match=f"at most {frames - 1} frames a channel, got "
                                          f"{frames}"):
