@@ -18,7 +18,9 @@ Glossary:
   to a worker, as samples; the worker windows, runs and overlap-adds them itself
   (:mod:`enhancer.segments`), so the parent only copies samples in and out. Segments are
   sized so that one long request spreads over every worker, and large enough that the pipe
-  and wake-up costs vanish.
+  and wake-up costs vanish. For a recurrent model on a *grid* (its card's ``grid_frames``),
+  every segment of a file starts on the grid and holds whole cells
+  (:meth:`~enhancer.segments.Job.locate`), so its output does not depend on the cut.
 - *task*: what one worker holds until its result comes back (:class:`Task`): one segment,
   or, when streams' chunks queue up, several chunks at once (their share of the idle
   workers, at most ``MAX_CHUNKS_PER_TASK``), so a busy pool pays one wake-up and one round
