@@ -26,35 +26,18 @@ from training.recurrent_model import (
     stream_state_size,
     stream_step_module,
 )
-from training.train import held_out_pairs
-
-
-def enhance_tflite(model_path: Path, audio: np.ndarray) -> np.ndarray:
-    """All of ``audio`` through the exported file graph in one block, as the pool runs a
-    file that fits one segment: ``LEAD`` frames of silence in front, overlap-added."""
-    from enhancer.framing import Framing
-    from enhancer.model_runner import ModelRunner
-
-    framing = Framing(FRAME, HOP, "sqrt-hann")
-    frames = framing.split(audio).block(0, 1 << 30)
-    padded = np.concatenate([np.zeros((LEAD, FRAME), np.float32), frames])
-    out = ModelRunner(model_path).run(np.ascontiguousarray(padded))[LEAD:]
-    return framing.join(out, audio.shape[0])
+from training.train import enhance_frames, evaluate, held_out_pairs
 
 
 def held_out_scores(model_path: Path, root: Path, seed: int, smoke: bool) -> dict:
-    """SI-SDR gain on held-out real mixtures and the band change on clean full-band speech."""
-    from enhancer.metrics import band_change_db, si_sdr
+    """The exported file graph's scores on the held-out set (:func:`training.train.evaluate`),
+    each piece in one block, as the pool runs a file that fits one segment."""
+    from enhancer.model_runner import ModelRunner
 
+    runner = ModelRunner(model_path)
     pairs, clean_wide = held_out_pairs(root, seed + 100, 12 if smoke else 60)
-    gains = [si_sdr(enhance_tflite(model_path, p.noisy), p.clean) - si_sdr(p.noisy, p.clean)
-             for p in pairs]
-    scores: dict = {"si_sdr_gain_db": round(float(np.mean(gains)), 2)}
-    if clean_wide:
-        clean = np.concatenate([p.audio for p in clean_wide])
-        scores["clean_full_band_change_db"] = {
-            band: round(change, 2) for band, change in
-            band_change_db(enhance_tflite(model_path, clean), clean, RATE).items()}
+    scores = evaluate(lambda audio: enhance_frames(runner.run, audio, LEAD), pairs,
+                      clean_wide)
     return {"held_out_real_speech": scores, "held_out_mixtures": len(pairs)}
 
 

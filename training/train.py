@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,14 +192,22 @@ def spectral_loss(targets, estimate):
     return magnitude + complex_error
 
 
-def enhance_keras(serving, audio: np.ndarray, context: int) -> np.ndarray:
-    """Run the Keras serving model over all of ``audio`` as the pool does: ``context`` frames
-    of silence in front, those outputs dropped, overlap-add."""
+def enhance_frames(run: Callable[[np.ndarray], np.ndarray], audio: np.ndarray,
+                   context: int) -> np.ndarray:
+    """All of ``audio`` through ``run`` (``[n, FRAME]`` windowed frames to as many) in one
+    block, as the pool runs a file that fits one segment: ``context`` frames of silence in
+    front, those outputs dropped, overlap-add."""
     framing = Framing(FRAME, HOP, "sqrt-hann")
     frames = framing.split(audio).block(0, 1 << 30)
     padded = np.concatenate([np.zeros((context, FRAME), np.float32), frames])
-    out = np.asarray(serving(padded[..., None], training=False))[context:, :, 0]
-    return framing.join(out, audio.shape[0])
+    return framing.join(run(padded)[context:], audio.shape[0])
+
+
+def enhance_keras(serving, audio: np.ndarray, context: int) -> np.ndarray:
+    """:func:`enhance_frames` through the Keras serving model."""
+    return enhance_frames(
+        lambda frames: np.asarray(serving(frames[..., None], training=False))[..., 0],
+        audio, context)
 
 
 def held_out_pairs(root: Path, seed: int, count: int) -> tuple[list[mixing.Pair], list]:
@@ -224,15 +233,17 @@ def held_out_pairs(root: Path, seed: int, count: int) -> tuple[list[mixing.Pair]
     return pairs, clean_wide
 
 
-def evaluate(serving, context: int, pairs: list[mixing.Pair], clean_wide: list) -> dict:
+def evaluate(enhance: Callable[[np.ndarray], np.ndarray], pairs: list[mixing.Pair],
+             clean_wide: list) -> dict:
+    """The card's held-out scores of ``enhance`` (audio to enhanced audio): the SI-SDR gain
+    on ``pairs`` and the change per band on the clean full-band pieces."""
     from enhancer.metrics import band_change_db, si_sdr
 
-    gains = [si_sdr(enhance_keras(serving, p.noisy, context), p.clean) - si_sdr(p.noisy, p.clean)
-             for p in pairs]
+    gains = [si_sdr(enhance(p.noisy), p.clean) - si_sdr(p.noisy, p.clean) for p in pairs]
     scores: dict = {"si_sdr_gain_db": round(float(np.mean(gains)), 2)}
     if clean_wide:
         clean = np.concatenate([p.audio for p in clean_wide])
-        enhanced = enhance_keras(serving, clean, context)
+        enhanced = enhance(clean)
         scores["clean_full_band_change_db"] = {
             band: round(change, 2)
             for band, change in band_change_db(enhanced, clean, RATE).items()}
@@ -324,7 +335,8 @@ def train(output: Path, seed: int, minutes: float, max_steps: int, espeak_uttera
             "packages": data_set.versions,
             "seed": seed,
         },
-        "scores": {"held_out_real_speech": evaluate(serving, needed, held_pairs, clean_wide),
+        "scores": {"held_out_real_speech": evaluate(
+            lambda audio: enhance_keras(serving, audio, needed), held_pairs, clean_wide),
                    "held_out_mixtures": len(held_pairs)},
     }
     output.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
