@@ -112,11 +112,11 @@ class AudioEnhancer:
         if max_segment_frames is None:
             max_segment_frames = max(1, MAX_SEGMENT_SAMPLES // self.framing.hop_length,
                                      GRID_CELLS_PER_SEGMENT * self.framing.grid)
-        if max_segment_frames < max(1, self.framing.grid):
-            raise ValueError(f"max_segment_frames must be at least "
-                             f"{max(1, self.framing.grid)} (the model's "
-                             f"{'grid cell' if self.framing.grid else 'minimum'}), got "
-                             f"{max_segment_frames}")
+        if max_segment_frames < 1:
+            raise ValueError(f"max_segment_frames must be positive, got {max_segment_frames}")
+        if max_segment_frames < self.framing.grid:
+            raise ValueError(f"max_segment_frames must be at least {self.framing.grid} (the "
+                             f"model's grid cell), got {max_segment_frames}")
         self.max_segment_frames = max_segment_frames
 
         self._active_ids: set[str] = set()

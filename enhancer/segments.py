@@ -34,6 +34,11 @@ import numpy as np
 from enhancer.framing import Framing
 
 
+def whole_cells(frames: int, grid: int) -> int:
+    """``frames`` rounded down to whole cells of ``grid`` frames, at least one."""
+    return max(grid, frames - frames % grid)
+
+
 def edge_frames(count: int, ratio: int) -> list[int]:
     """Local indices of a segment's edge frames: its first and last ``ratio - 1``."""
     if ratio == 1:
@@ -242,7 +247,7 @@ class Job:
         grid = channel.framing.grid
         if grid and channel.state is None:
             assert local % grid == 0, f"a segment of a model on a grid starts at {local}"
-            max_count = max(grid, max_count - max_count % grid)
+            max_count = whole_cells(max_count, grid)
         return channel, local, min(max_count, channel.num_frames - local)
 
 
@@ -261,5 +266,5 @@ def segment_frames(job: Job, workers: int, max_frames: int) -> int:
     size = min(max_frames, max(-(-widest // pieces), MIN_SEGMENT_FRAMES))
     grid = job.channels[0].framing.grid
     if grid:  # whole cells, rounded up (Job.locate would round down)
-        size = min(-(-size // grid) * grid, max(grid, max_frames - max_frames % grid))
+        size = min(-(-size // grid) * grid, whole_cells(max_frames, grid))
     return size

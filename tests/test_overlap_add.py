@@ -91,3 +91,8 @@ def test_a_stream_step_that_is_not_one_is_refused_naming_it(tmp_path):
     with pytest.raises(ModelError, match=r"stream step model .*ola.tflite inputs must be "
                                          r"\[n, 1024, 1\] and \[1, 8\] float32"):
         AudioEnhancer(model, num_processes=0)
+
+
+def test_a_segment_limit_below_one_frame_is_refused_naming_it():
+    with pytest.raises(ValueError, match="max_segment_frames must be positive, got 0"):
+        AudioEnhancer(PASSTHROUGH, num_processes=0, max_segment_frames=0)
