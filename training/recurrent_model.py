@@ -92,20 +92,16 @@ def _weights(training: Any) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
-def _graph_parts(training: Any, hold: int, release: float, smooth_low: bool) -> Any:
+def _graph_parts(training: Any, smooth_low: bool) -> Any:
     """The pieces both served graphs are built of, as TensorFlow functions."""
+    from types import SimpleNamespace
+
     import tensorflow as tf
     from tensorflow.compiler.tf2xla.python import xla
 
     w = _weights(training)
     units = w["inp_w"].shape[1]
     c = {k: tf.constant(v) for k, v in w.items()}
-
-    class Parts:
-        pass
-
-    parts = Parts()
-    parts.units = units
 
     def spectrum(frames):
         s = tf.signal.rfft(tf.reshape(frames, [-1, FRAME]))
@@ -158,10 +154,9 @@ def _graph_parts(training: Any, hold: int, release: float, smooth_low: bool) -> 
         gains = tf_bin_gains(held, smooth_low)
         return tf_inverse(re * gains, im * gains)
 
-    for f in (spectrum, window_mean, gru1_input, recur, head, apply):
-        setattr(parts, f.__name__, f)
-    parts.features = tf_features
-    return parts
+    return SimpleNamespace(units=units, spectrum=spectrum, features=tf_features,
+                           window_mean=window_mean, gru1_input=gru1_input, recur=recur,
+                           head=head, apply=apply)
 
 
 def cell_module(training: Any, grid: int = GRID, hold: int = HOLD, release: float = RELEASE,
@@ -175,7 +170,7 @@ def cell_module(training: Any, grid: int = GRID, hold: int = HOLD, release: floa
     ``grid_frames``)."""
     import tensorflow as tf
 
-    p = _graph_parts(training, hold, release, smooth_low)
+    p = _graph_parts(training, smooth_low)
     length = LEAD + grid
     steps = length - NORM + 1
 
@@ -225,7 +220,7 @@ def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
     starts from a zero state with ``LEAD`` frames of silence in front, as cell 0 does."""
     import tensorflow as tf
 
-    p = _graph_parts(training, hold, release, smooth_low)
+    p = _graph_parts(training, smooth_low)
     units = p.units
     size = stream_state_size(units, hold)
     first_phase = (-LEAD) % grid  # of a stream's first frame, which a zero state stands for
