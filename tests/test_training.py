@@ -123,6 +123,33 @@ def served_bin_gains(raw: np.ndarray, first: int) -> np.ndarray:
     return (held[:, :BANDS] @ spread) * low * top
 
 
+def with_high_band_floor(gains: np.ndarray, spectra: np.ndarray) -> np.ndarray:
+    """NumPy's account of the recurrent model's high-band floor: above HIGH_FROM_HZ, each ERB
+    band that reaches there keeps at least min(1, HIGH_ALLOWANCE x its width x the 4-8 kHz
+    energy per bin the gains keep / its energy)^2, spread over its bins."""
+    from training.denoiser_model import (
+        FRAME,
+        HIGH_ALLOWANCE,
+        HIGH_FROM_HZ,
+        RATE,
+        REFERENCE_HZ,
+        TOP_HZ,
+        erb_band_matrices,
+    )
+
+    pool, spread = erb_band_matrices()
+    freqs = np.fft.rfftfreq(FRAME, 1 / RATE)
+    power = np.abs(spectra) ** 2
+    reference = (freqs >= REFERENCE_HZ[0]) & (freqs < REFERENCE_HZ[1])
+    kept = (gains[:, reference] ** 2 * power[:, reference]).mean(axis=1, keepdims=True)
+    high = (freqs >= HIGH_FROM_HZ) & (freqs <= TOP_HZ)
+    bands = pool[high].sum(axis=0) > 0
+    allowed = HIGH_ALLOWANCE * kept * pool[:, bands].sum(axis=0)
+    floor = (np.minimum(1, allowed / (power @ pool[:, bands] + 1e-20)) ** 2) @ spread[bands]
+    assert (floor[:, high] > gains[:, high] * 1.01).any()  # the floor does something here
+    return np.where(high, np.maximum(gains, floor), gains)
+
+
 def test_served_gains_are_held_then_released():
     """The serving graph holds each frame's gains at RELEASE^k times those k <= HOLD frames
     back, where that is more, and averages each low bin's with its neighbours': checked
@@ -159,7 +186,8 @@ def test_served_gains_are_held_then_released():
 def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
     """The recurrent model's file graph, checked against its Keras layers on a small untrained
     model: each grid cell's GRUs start from zeros ``WARM`` frames before it, gains are held
-    and the low bins smoothed as for the MLP, and a partial last cell is padded."""
+    and the low bins smoothed as for the MLP, the high bands floored by what the speech below
+    allows, and a partial last cell is padded."""
     from training.denoiser_model import FRAME, frame_features
     from training.recurrent_model import GRID, LEAD, NORM, WARM, build_training, cell_module
 
@@ -169,6 +197,10 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
     count = LEAD + 2 * GRID + 50
     levels = 10 ** rng.uniform(-3, 0, count)
     frames = (rng.standard_normal((count, FRAME)) * levels[:, None]).astype(np.float32)
+    # Every other frame nearly silent above 8 kHz, where the high-band floor lifts gains.
+    spectra = np.fft.rfft(frames, axis=1)
+    spectra[::2, np.fft.rfftfreq(FRAME) * 48000 >= 8000] *= 0.01
+    frames = np.fft.irfft(spectra, FRAME, axis=1).astype(np.float32)
     spectra = np.fft.rfft(frames, axis=1)
     features = frame_features(spectra.real, spectra.imag)
     expected = []
@@ -181,7 +213,8 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
         hidden = hidden + layer.gru2(hidden)
         raw = np.asarray(layer.head(np.concatenate([hidden, relative], axis=2)))[0]
         ours = spectra[start + LEAD:start + LEAD + GRID]
-        expected.append(np.fft.irfft(ours * served_bin_gains(raw, WARM)[:len(ours)], FRAME))
+        gains = with_high_band_floor(served_bin_gains(raw, WARM)[:len(ours)], ours)
+        expected.append(np.fft.irfft(ours * gains, FRAME))
     expected = np.concatenate(expected)
 
     served = np.asarray(cell_module(training).serve(frames[..., None]))[..., 0]

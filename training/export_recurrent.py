@@ -14,7 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from training import real_data
-from training.denoiser_model import FEATURES, FRAME, HOLD, HOP, LOW_BINS, RATE, RELEASE, TOP_HZ
+from training.denoiser_model import (
+    FEATURES,
+    FRAME,
+    HIGH_ALLOWANCE,
+    HIGH_FROM_HZ,
+    HOLD,
+    HOP,
+    LOW_BINS,
+    RATE,
+    RELEASE,
+    TOP_HZ,
+)
 from training.recurrent_model import (
     GRID,
     LEAD,
@@ -56,7 +67,9 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
         "stream_step": {"model": step_path.name, "state_size": stream_state_size(units)},
         "description": f"Speech denoiser: a causal recurrent spectral mask (two GRUs of "
                        f"{units} units on ERB band energies), held over {HOLD} frames with a "
-                       f"release of {RELEASE} per frame, low bins smoothed over 3, 48 kHz, "
+                       f"release of {RELEASE} per frame, low bins smoothed over 3, bands above "
+                       f"{HIGH_FROM_HZ / 1000:g} kHz kept at what the speech below could "
+                       f"hold there, 48 kHz, "
                        f"1024-sample frames, 50 % overlap, causal. Files run on a grid of "
                        f"{GRID}-frame cells, each from a zero state {LEAD - NORM + 1} frames "
                        f"before it; streams match them bit for bit.",
@@ -69,8 +82,10 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
                      f"the features: band and low-bin gains on the complex spectrum, none "
                      f"above {TOP_HZ / 1000:g} kHz; {weights_count:,} weights, float32; "
                      f"serving holds each gain at least {RELEASE}^k times the gain k <= "
-                     f"{HOLD} frames back and averages each low bin's gain with its 2 "
-                     f"neighbours'",
+                     f"{HOLD} frames back, averages each low bin's gain with its 2 "
+                     f"neighbours' and keeps each band above {HIGH_FROM_HZ / 1000:g} kHz at "
+                     f"least at min(1, {HIGH_ALLOWANCE:g} x its width x the 4-8 kHz energy "
+                     f"per bin the gains keep / its energy)^2: what speech could hold there",
         },
         "scores": held_out_scores(output, root, seed, smoke),
     }

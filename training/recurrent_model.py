@@ -40,6 +40,7 @@ from training.denoiser_model import (
     SMOOTH_LOW,
     tf_bin_gains,
     tf_features,
+    tf_high_band_floor,
     tf_inverse,
 )
 
@@ -151,7 +152,7 @@ def _graph_parts(training: Any, smooth_low: bool) -> Any:
                           + c["head_b"])
 
     def apply(re, im, held):
-        gains = tf_bin_gains(held, smooth_low)
+        gains = tf_high_band_floor(tf_bin_gains(held, smooth_low), re, im)
         return tf_inverse(re * gains, im * gains)
 
     return SimpleNamespace(units=units, spectrum=spectrum, features=tf_features,
