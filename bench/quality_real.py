@@ -261,6 +261,11 @@ def report(outcome: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(
             f"{mean(rows, 'si_sdr', kind=k, **wide) - mean(noisy, 'si_sdr', kind=k, **wide):+.1f}"
             for k in KINDS) + " |")
+    lines += ["", "DNSMOS OVRL by noise, full-band set (where OVRL is won or lost):", "",
+              "| method | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    for name, rows in results.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{mean(rows, 'ovrl', kind=k, **wide):.2f}" for k in KINDS) + " |")
     labels = [f"{lo / 1000:g}-{hi / 1000:g} kHz" for lo, hi in itertools.pairwise(BAND_EDGES_HZ)]
     lines += ["", f"Energy change (dB) per band, {outcome['clean_seconds']:.0f} s of clean "
               f"held-out full-band speech (bandwidth ≥ 16 kHz) through each method:", "",
