@@ -148,8 +148,9 @@ def tf_high_band_floor(gains: Any, re: Any, im: Any) -> Any:
     power = re * re + im * im
     kept_per_bin = (tf.reduce_sum(gains * gains * power * reference, axis=1, keepdims=True)
                     / float(reference.sum()))
-    band_power = tf.matmul(power, tf.constant(pool[:, high_bands]))
-    allowed = HIGH_ALLOWANCE * kept_per_bin * tf.constant(pool[:, high_bands].sum(axis=0))
+    high_pool = pool[:, high_bands]
+    band_power = tf.matmul(power, tf.constant(high_pool))
+    allowed = HIGH_ALLOWANCE * kept_per_bin * tf.constant(high_pool.sum(axis=0))
     floor = tf.square(tf.minimum(1.0, allowed / (band_power + 1e-20)))
     floor = tf.matmul(floor, tf.constant(spread[high_bands])) * tf.constant(
         high_bins.astype(np.float32))

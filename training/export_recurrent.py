@@ -23,6 +23,7 @@ from training.denoiser_model import (
     HOP,
     LOW_BINS,
     RATE,
+    REFERENCE_HZ,
     RELEASE,
     TOP_HZ,
 )
@@ -84,8 +85,9 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
                      f"serving holds each gain at least {RELEASE}^k times the gain k <= "
                      f"{HOLD} frames back, averages each low bin's gain with its 2 "
                      f"neighbours' and keeps each band above {HIGH_FROM_HZ / 1000:g} kHz at "
-                     f"least at min(1, {HIGH_ALLOWANCE:g} x its width x the 4-8 kHz energy "
-                     f"per bin the gains keep / its energy)^2: what speech could hold there",
+                     f"least at min(1, {HIGH_ALLOWANCE:g} x its width x the "
+                     f"{REFERENCE_HZ[0] / 1000:g}-{REFERENCE_HZ[1] / 1000:g} kHz energy per "
+                     f"bin the gains keep / its energy)^2: what speech could hold there",
         },
         "scores": held_out_scores(output, root, seed, smoke),
     }
