@@ -150,6 +150,38 @@ def with_high_band_floor(gains: np.ndarray, spectra: np.ndarray) -> np.ndarray:
     return np.where(high, np.maximum(gains, floor), gains)
 
 
+def test_recorded_noises_leave_out_voices_and_keep_held_out_recordings_apart(tmp_path):
+    """Training's noises never include a voice or a held-out recording; the extra noise
+    packages (``more``) reach training only. Each file is told apart by its length in
+    tenths of a second (the clips come back at unit RMS)."""
+    import soundfile as sf
+
+    from training import real_data
+
+    files = {"asterisk/moh/manolo_camp-morning_coffee.wav": 1,  # training music
+             "asterisk/moh/reno_project-system.wav": 2,  # held out
+             "sounds/freedesktop/stereo/audio-channel-front-left.oga": 3,  # a voice
+             "tuxpaint/sounds/click.wav": 4,  # more: a sound
+             "tuxpaint/sounds/giggle.wav": 5,  # more: a voice
+             "lmms/samples/drums/broken.ogg": 0}  # more: libsndfile cannot read it
+    for name, tenths in files.items():
+        path = tmp_path / "usr/share" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if tenths:
+            tone = 0.1 * np.sin(np.arange(4800 * tenths) * 0.05).astype(np.float32)
+            sf.write(path, tone, 48000, format="OGG" if name.endswith(".oga") else "WAV")
+        else:
+            path.write_bytes(b"RIFF\x04\x00\x00\x00WAVEfmt ")
+
+    def lengths(clips: list[np.ndarray]) -> list[int]:
+        return sorted(round(c.shape[0] / 4800) for c in clips)
+
+    assert lengths(real_data.noise_clips(tmp_path, held_out=False)) == [1]
+    assert lengths(real_data.noise_clips(tmp_path, held_out=False, more=True)) == [1, 4]
+    assert lengths(real_data.noise_clips(tmp_path, held_out=True)) == [2]
+    assert lengths(real_data.noise_clips(tmp_path, held_out=True, more=True)) == [2]
+
+
 def test_served_gains_are_held_then_released():
     """The serving graph holds each frame's gains at RELEASE^k times those k <= HOLD frames
     back, where that is more, and averages each low bin's with its neighbours': checked

@@ -68,6 +68,7 @@ class TrainingData:
     events: list[np.ndarray]
     espeak_utterances: int
     rng: np.random.Generator
+    more_noise: bool = False  # whether music and events draw on MORE_NOISE_PACKAGES too
 
     @classmethod
     def load(cls, seed: int, smoke: bool, espeak_utterances: int,
@@ -84,6 +85,16 @@ class TrainingData:
         return cls(versions, root, clips, synthetic,
                    [r for r in recorded if r.shape[0] >= 10 * RATE],
                    [r for r in recorded if r.shape[0] < 10 * RATE], espeak_utterances, rng)
+
+    def add_more_noise(self, smoke: bool) -> None:
+        """From here on, mixtures draw their music and event sounds from
+        ``real_data.MORE_NOISE_PACKAGES`` as well (a smoke run fetches nothing more)."""
+        if not smoke:
+            self.versions.update(real_data.fetch(packages=real_data.MORE_NOISE_PACKAGES))
+        recorded = real_data.noise_clips(self.root, held_out=False, more=True)
+        self.music = [r for r in recorded if r.shape[0] >= 10 * RATE]
+        self.events = [r for r in recorded if r.shape[0] < 10 * RATE]
+        self.more_noise = True
 
     def new_pairs(self, count: int, lead: int) -> list[Framed]:
         """``count`` fresh mixtures, framed with ``lead`` frames of silence's features in
@@ -119,8 +130,11 @@ class TrainingData:
                              + ("; the loss ignores bins above it" if mask_bandwidth else ""),
             },
             "noise": f"{list(mixing.KINDS)}; recorded: music on hold "
-                     "(asterisk-moh-opsound-wav) and event sounds (sound-theme-freedesktop); "
-                     "SNR -5 to 20 dB, 15 % clean; level -45 to -15 dBFS RMS; a quarter "
+                     "(asterisk-moh-opsound-wav) and event sounds (sound-theme-freedesktop)"
+                     + (f", in the last cycle also {real_data.MORE_NOISE_PACKAGES} "
+                        f"({len(self.music)} music tracks, {len(self.events)} sounds)"
+                        if self.more_noise else "")
+                     + "; SNR -5 to 20 dB, 15 % clean; level -45 to -15 dBFS RMS; a quarter "
                      "low-passed at 3.8-20 kHz; 3 % digital silence",
         }
 
