@@ -73,10 +73,13 @@ FLOOR = 1e-5  # smaller constants flush to 0 in fp16 and give log(0) = -inf
 # (they hear 0-8 kHz). Tried: the floor's square root instead of its square (0.15: -0.75 dB at
 # 8-11 kHz for +8.65 synthetic); 0.3-8 kHz as the reference (-0.79 dB at 8-11 kHz for +6.23 dB
 # real, +7.62 synthetic); raising the top bands to the share of energy kept below (-1.28 dB at
-# 16-20 kHz for +5.97 dB); an allowance falling with frequency (no better).
+# 16-20 kHz for +5.97 dB); an allowance falling with frequency (no better). 0.45 since the
+# third training cycle, whose weights keep less of 4-8 kHz: served, clean held-out speech lost
+# 0.96 dB at 8-11 kHz with 0.3 and 0.78 with 0.45, for SI-SDR gains of +7.20 and +7.18 dB on
+# the tuning mixtures (0.6: 0.10 dB less lost, 0.03 dB less gained; synthetic -0.05 dB a step).
 HIGH_FROM_HZ = 8000.0
 REFERENCE_HZ = (4000.0, 8000.0)
-HIGH_ALLOWANCE = 0.3
+HIGH_ALLOWANCE = 0.45
 
 
 def erb_band_matrices(frame_length: int = FRAME, bands: int = BANDS,
