@@ -116,9 +116,7 @@ def test_set() -> tuple[list[dict], np.ndarray]:
     wide = [c for c in clips if not c.group.startswith("asterisk")]
     phone = [c for c in clips if c.group.startswith("asterisk")]
     talkers = [c.audio for c in clips]
-    recorded = real_data.noise_clips(root, held_out=True)
-    events = [r for r in recorded if r.shape[0] < 10 * RATE]
-    music = [r for r in recorded if r.shape[0] >= 10 * RATE]
+    music, events = real_data.music_and_events(real_data.noise_clips(root, held_out=True))
     items = []
     for subset, source, count in (("real 48 kHz", wide, WIDE_ITEMS),
                                   ("real 16 kHz", phone, PHONE_ITEMS)):

@@ -187,8 +187,8 @@ def noise_clips(root: Path, held_out: bool, more: bool = False) -> list[np.ndarr
     paths = sorted(p for pattern in patterns for p in glob.glob(str(root / "usr/share" / pattern)))
     out = []
     for path in paths:
-        if (Path(path).stem in HELD_OUT_NOISE) != held_out or any(v in Path(path).stem
-                                                                  for v in _VOICES):
+        stem = Path(path).stem
+        if (stem in HELD_OUT_NOISE) != held_out or any(voice in stem for voice in _VOICES):
             continue
         try:
             audio, rate = _read(path)
@@ -202,3 +202,10 @@ def noise_clips(root: Path, held_out: bool, more: bool = False) -> list[np.ndarr
         if rms > 1e-4:
             out.append((audio / rms).astype(np.float32))
     return out
+
+
+def music_and_events(recorded: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Recorded noises (:func:`noise_clips`) split by length: 10 s or more is music, shorter
+    an event sound."""
+    return ([r for r in recorded if r.shape[0] >= 10 * RATE],
+            [r for r in recorded if r.shape[0] < 10 * RATE])

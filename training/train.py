@@ -81,19 +81,16 @@ class TrainingData:
                                        limit_seconds=60 if smoke else None, seed=seed)
         synthetic = [mixing.Piece(s, real_data.measured_bandwidth(s, 22050))
                      for s in data.speech_set(espeak_utterances, seed)]
-        recorded = real_data.noise_clips(root, held_out=False)
-        return cls(versions, root, clips, synthetic,
-                   [r for r in recorded if r.shape[0] >= 10 * RATE],
-                   [r for r in recorded if r.shape[0] < 10 * RATE], espeak_utterances, rng)
+        music, events = real_data.music_and_events(real_data.noise_clips(root, held_out=False))
+        return cls(versions, root, clips, synthetic, music, events, espeak_utterances, rng)
 
     def add_more_noise(self, smoke: bool) -> None:
         """From here on, mixtures draw their music and event sounds from
         ``real_data.MORE_NOISE_PACKAGES`` as well (a smoke run fetches nothing more)."""
         if not smoke:
             self.versions.update(real_data.fetch(packages=real_data.MORE_NOISE_PACKAGES))
-        recorded = real_data.noise_clips(self.root, held_out=False, more=True)
-        self.music = [r for r in recorded if r.shape[0] >= 10 * RATE]
-        self.events = [r for r in recorded if r.shape[0] < 10 * RATE]
+        self.music, self.events = real_data.music_and_events(
+            real_data.noise_clips(self.root, held_out=False, more=True))
         self.more_noise = True
 
     def new_pairs(self, count: int, lead: int) -> list[Framed]:

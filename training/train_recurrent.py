@@ -121,13 +121,12 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
         for cycle, (first_rate, cycle_steps) in enumerate(cycles):
             if cycle < first_cycle:
                 continue
-            if cycle == MORE_NOISE_CYCLE:
-                before_more_noise = model.get_weights()
             for done in range(0, cycle_steps, chunk):
-                examples = upcoming.result()
+                examples = upcoming.result()  # (no prefetch runs now: the noises can change)
                 if done == 0 and cycle == MORE_NOISE_CYCLE:
                     # New noises, and Adam's moments and step count from zero, so that a
                     # run resumed here (``--resume``) is the same as one that went through.
+                    before_more_noise = model.get_weights()
                     data_set.add_more_noise(smoke)
                     for variable in optimizer.variables:
                         variable.assign(tf.zeros_like(variable))
