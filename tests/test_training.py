@@ -73,10 +73,9 @@ def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     card = json.loads(output.with_suffix(".json").read_text())
     assert (card["context_frames"], card["grid_frames"]) == (63, 192)
-    # Phase, 15 levels, two rows of two 16-unit GRUs, two rows of 3 frames' raw gains, the
-    # deep filter's 2 frames of 85 complex low bins.
+    # Phase, 15 levels, two rows of two 16-unit GRUs, two rows of 3 frames' raw gains.
     assert card["stream_step"] == {"model": "smoke_gru_stream_step.tflite",
-                                   "state_size": 1 + 15 + 4 * 16 + 2 * 3 * 88 + 2 * 2 * 85}
+                                   "state_size": 1 + 15 + 4 * 16 + 2 * 3 * 88}
     assert card["recipe"]["seed"] == 1234 and "scores" in card
     assert all(card["recipe"]["packages"].values())
     audio = (np.random.default_rng(0).standard_normal(5 * 48000) * 0.1).astype(np.float32)
@@ -220,28 +219,13 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
     """The recurrent model's file graph, checked against its Keras layers on a small untrained
     model: each grid cell's GRUs start from zeros ``WARM`` frames before it, gains are held
     and the low bins smoothed as for the MLP, the high bands floored by what the speech below
-    allows, the deep filter applied before the gains, and a partial last cell is padded."""
-    from training.denoiser_model import FEATURES, FRAME, frame_features
-    from training.recurrent_model import (
-        DF_BINS,
-        DF_ORDER,
-        DF_STEP,
-        GRID,
-        LEAD,
-        NORM,
-        WARM,
-        build_training,
-        cell_module,
-        phase_features,
-    )
+    allows, and a partial last cell is padded."""
+    from training.denoiser_model import FRAME, frame_features
+    from training.recurrent_model import GRID, LEAD, NORM, WARM, build_training, cell_module
 
     training = build_training(units=16, seed=3)
     layer = training.get_layer("gains")
     rng = np.random.default_rng(0)
-    # A new filter is the identity (zero weights); these make it filter.
-    kernel, bias = layer.deep_filter.get_weights()
-    layer.deep_filter.set_weights([rng.normal(0, 0.3, kernel.shape).astype(np.float32),
-                                   rng.normal(0, 0.3, bias.shape).astype(np.float32)])
     count = LEAD + 2 * GRID + 50
     levels = 10 ** rng.uniform(-3, 0, count)
     frames = (rng.standard_normal((count, FRAME)) * levels[:, None]).astype(np.float32)
@@ -250,33 +234,19 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
     spectra[::2, np.fft.rfftfreq(FRAME) * 48000 >= 8000] *= 0.01
     frames = np.fft.irfft(spectra, FRAME, axis=1).astype(np.float32)
     spectra = np.fft.rfft(frames, axis=1)
-    low = np.concatenate([np.zeros((2, DF_BINS), complex), spectra[:, :DF_BINS]])
-    features = np.concatenate([frame_features(spectra.real, spectra.imag),
-                               phase_features(low[2:], low[1:-1], low[:-2])], axis=1)
+    features = frame_features(spectra.real, spectra.imag)
     expected = []
     for start in range(0, count - LEAD, GRID):
         cell = features[start:start + LEAD + GRID]
-        level = cell[:, :FEATURES].mean(axis=1)
+        level = cell.mean(axis=1)
         window = np.array([level[t:t + NORM].mean() for t in range(len(cell) - NORM + 1)])
-        relative = (cell[NORM - 1:, :FEATURES] - window[:, None])[None]
-        seen = np.concatenate([relative, cell[None, NORM - 1:, FEATURES:]], axis=2)
-        hidden = layer.gru1(layer.inp(seen))
+        relative = (cell[NORM - 1:] - window[:, None])[None]
+        hidden = layer.gru1(layer.inp(relative))
         hidden = hidden + layer.gru2(hidden)
         raw = np.asarray(layer.head(np.concatenate([hidden, relative], axis=2)))[0]
         ours = spectra[start + LEAD:start + LEAD + GRID]
         gains = with_high_band_floor(served_bin_gains(raw, WARM)[:len(ours)], ours)
-        # Deep filter: each low bin a complex-weighted sum of it in this frame and the
-        # DF_ORDER - 1 before (silence before the file), the weights around the identity.
-        weights = np.tanh(DF_STEP * np.asarray(layer.deep_filter(
-            np.concatenate([hidden, seen], axis=2)))[0, WARM:WARM + len(ours)])
-        weights = weights.reshape(len(ours), 2, DF_ORDER, DF_BINS)
-        weights = weights[:, 0] + 1j * weights[:, 1]
-        weights[:, 0] += 1
-        filtered = ours.copy()
-        filtered[:, :DF_BINS] = sum(
-            weights[:, k] * spectra[start + LEAD - k:start + LEAD - k + len(ours), :DF_BINS]
-            for k in range(DF_ORDER))
-        expected.append(np.fft.irfft(filtered * gains, FRAME))
+        expected.append(np.fft.irfft(ours * gains, FRAME))
     expected = np.concatenate(expected)
 
     served = np.asarray(cell_module(training).serve(frames[..., None]))[..., 0]

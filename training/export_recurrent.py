@@ -28,17 +28,13 @@ from training.denoiser_model import (
     TOP_HZ,
 )
 from training.recurrent_model import (
-    DF_BINS,
-    DF_ORDER,
     GRID,
-    INPUTS,
     LEAD,
     NORM,
     UNITS,
     build_training,
     cell_module,
     export_fp32,
-    load_training_weights,
     stream_state_size,
     stream_step_module,
 )
@@ -61,7 +57,7 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
                      seed: int, smoke: bool = False) -> dict:
     """Write ``output`` (the file graph), its stream step twin and its card; return the card."""
     training = build_training(units)
-    load_training_weights(training, weights)
+    training.load_weights(weights)
     export_fp32(cell_module(training), output)
     step_path = output.with_name(f"{output.stem}_stream_step.tflite")
     export_fp32(stream_step_module(training), step_path)
@@ -71,10 +67,7 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
         "window": "sqrt-hann", "context_frames": LEAD, "grid_frames": GRID,
         "stream_step": {"model": step_path.name, "state_size": stream_state_size(units)},
         "description": f"Speech denoiser: a causal recurrent spectral mask (two GRUs of "
-                       f"{units} units on ERB band energies and low bins' phase steps) and "
-                       f"a deep filter of order "
-                       f"{DF_ORDER} below {DF_BINS * RATE / FRAME / 1000:.2f} kHz, gains "
-                       f"held over {HOLD} frames with a "
+                       f"{units} units on ERB band energies), held over {HOLD} frames with a "
                        f"release of {RELEASE} per frame, low bins smoothed over 3, bands above "
                        f"{HIGH_FROM_HZ / 1000:g} kHz kept at what the speech below could "
                        f"hold there, 48 kHz, "
@@ -84,17 +77,11 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
         "recipe": {
             **recipe,
             "features": f"log energies in 48 ERB bands + {LOW_BINS} low bins of each frame, "
-                        f"floor 1e-5, minus their mean over the last {NORM} frames; for each "
-                        f"of the {DF_BINS} lowest bins the phase step from the frame before "
-                        f"(cos, sin) and the cosine of its change from the step before",
-            "model": f"dense {INPUTS}-{units} (relu), GRU {units}, GRU {units} (residual), "
+                        f"floor 1e-5, minus their mean over the last {NORM} frames",
+            "model": f"dense {FEATURES}-{units} (relu), GRU {units}, GRU {units} (residual), "
                      f"dense {units + FEATURES}-{FEATURES} (sigmoid) on the GRUs' output and "
                      f"the features: band and low-bin gains on the complex spectrum, none "
-                     f"above {TOP_HZ / 1000:g} kHz; beside it dense {units + INPUTS}-"
-                     f"{2 * DF_ORDER * DF_BINS} (tanh, added to the identity): the deep "
-                     f"filter, each of the {DF_BINS} lowest bins a complex-weighted sum of "
-                     f"it in this frame and the {DF_ORDER - 1} before, applied before the "
-                     f"gains (causal, no look-ahead); {weights_count:,} weights, float32; "
+                     f"above {TOP_HZ / 1000:g} kHz; {weights_count:,} weights, float32; "
                      f"serving holds each gain at least {RELEASE}^k times the gain k <= "
                      f"{HOLD} frames back, averages each low bin's gain with its 2 "
                      f"neighbours' and keeps each band above {HIGH_FROM_HZ / 1000:g} kHz at "

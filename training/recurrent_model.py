@@ -3,16 +3,12 @@
 The same features, gains and output stage as :mod:`training.denoiser_model` (log energies in
 48 ERB bands and 40 low bins; band and low-bin gains on the complex spectrum; the gain hold
 and the low bins' smoothing in serving), but the gains come from a causal recurrent network
-that carries what it has heard, instead of an MLP over a window of past frames; and below
-``DF_BINS`` a deep filter (DeepFilterNet's) works on the complex spectrum before the gains,
-steered by phase features the energies lack::
+that carries what it has heard, instead of an MLP over a window of past frames::
 
-    energies ─ minus their mean level over the last NORM frames ─ relative ─┐
-    phase steps of the low bins (PHASE_FEATURES) ───────────────── concat ─ seen
-    seen ─ dense ─ GRU ─┬─ GRU ─(+)─ h
-                        └─────────┘
-    [h, relative] ─ dense ─ gains (held)        [h, seen] ─ dense ─ filter coefficients
-    spectrum ─ filter (this frame and DF_ORDER - 1 before, below DF_BINS) ─ × gains ─ out
+    features ─ minus their mean level over the last NORM frames ─┬─ dense ─ GRU ─┬─ GRU ─(+)─┐
+                                                                 │               └─────────┘ │
+                                                                 └─────── concat ────────────┤
+                                                                                   dense ─ gains
 
 How the service runs it. A recurrent state would make a file's output depend on how the
 file is cut into segments, so the file is cut on a fixed grid of ``GRID``-frame *cells*
@@ -53,38 +49,13 @@ NORM = 16  # a frame's features are taken relative to the mean level of the last
 WARM = 48  # training runs: outputs of the first WARM frames only warm the state up
 LEAD = NORM - 1 + WARM  # silence in front of a stream, and of a training run's targets
 GRID = 192  # files are cut on a grid of cells this many frames long, each with LEAD in front
-# The deep filter (DeepFilterNet's): below DF_BINS, each bin's output is a complex-weighted
-# sum of that bin in this frame and the DF_ORDER - 1 before it, the weights predicted per
-# frame (tanh, around the identity), before the gains. A gain can only scale a bin; the
-# filter can also remove noise between a voice's harmonics, whose phase runs on from frame to
-# frame while the noise's does not (RNNoise's pitch filter does the same job).
-DF_ORDER = 3
-DF_BINS = 85  # 0-3.98 kHz: the high-band floor's 4-8 kHz reference stays gains alone
-DF_COEFFICIENTS = 2 * DF_ORDER * DF_BINS  # re and im of each (frame back, bin)
-# The filter needs to know how each bin's phase runs on, which log energies do not tell: the
-# GRUs and the filter also read, per bin below DF_BINS, the phase step from the frame before
-# (cos, sin) and how steady it is (the cosine of its change from the step before: near 1 for
-# a held harmonic, anything for noise). That is the voicing evidence RNNoise's pitch
-# correlations give.
-PHASE_FEATURES = 3 * DF_BINS  # (needs DF_ORDER >= 3: the two frames before)
-# Both are new to weights trained without them; Adam moves every weight by about its learning
-# rate a step, which summed over hundreds of inputs moved the filter's and the GRU's inputs so
-# far that a fine-tune at 3e-4 first doubled the loss (0.09 -> 0.17 after 400 steps). So the
-# phase features are scaled by PHASE_SCALE and the filter's pre-activations by DF_STEP: a
-# tenth of the step for the new weights, the same function.
-PHASE_SCALE = 0.1
-DF_STEP = 0.1
-INPUTS = FEATURES + PHASE_FEATURES  # what the model reads per frame
 
 
-def build_training(units: int = UNITS, seed: int = 0, deep_filter: bool = True) -> Any:
-    """The training model: ``[batch, LEAD + T, INPUTS]`` features of consecutive frames
-    (:func:`training.denoiser_model.frame_features`, then :func:`phase_features`) to
-    ``[batch, T, FEATURES + DF_COEFFICIENTS]`` raw gains and deep-filter coefficients
-    (:func:`tf_deep_filter`) of the last ``T`` (the first ``LEAD`` frames only fill the level
-    window and warm up the GRUs from a zero state). ``deep_filter=False``: the model before
-    the deep filter and the phase features, ``FEATURES`` in and gains out (to read weights
-    saved then)."""
+def build_training(units: int = UNITS, seed: int = 0) -> Any:
+    """The training model: ``[batch, LEAD + T, FEATURES]`` features of consecutive frames
+    (:func:`training.denoiser_model.frame_features`) to ``[batch, T, FEATURES]`` raw gains
+    of the last ``T`` (the first ``LEAD`` frames only fill the level window and warm up the
+    GRUs from a zero state)."""
     import keras
     import tensorflow as tf
 
@@ -98,101 +69,23 @@ def build_training(units: int = UNITS, seed: int = 0, deep_filter: bool = True) 
             self.gru2 = keras.layers.GRU(units, return_sequences=True)
             self.head = keras.layers.Dense(FEATURES, activation="sigmoid",
                                            bias_initializer=keras.initializers.Constant(3.0))
-            # Zeros: the filter starts as the identity, so adding it changes nothing yet.
-            self.deep_filter = keras.layers.Dense(DF_COEFFICIENTS, kernel_initializer="zeros") \
-                if deep_filter else None
 
         def call(self, x):
-            energies = x[..., :FEATURES]
-            level = tf.reduce_mean(energies, axis=2, keepdims=True)
-            relative = energies[:, NORM - 1:] - tf.nn.avg_pool1d(level, NORM, 1, "VALID")
-            seen = relative if self.deep_filter is None else tf.concat(
-                [relative, x[:, NORM - 1:, FEATURES:]], axis=2)
-            h = self.gru1(self.inp(seen))
+            level = tf.reduce_mean(x, axis=2, keepdims=True)
+            relative = x[:, NORM - 1:] - tf.nn.avg_pool1d(level, NORM, 1, "VALID")
+            h = self.gru1(self.inp(relative))
             h = h + self.gru2(h)
-            gains = self.head(tf.concat([h, relative], axis=2))
-            if self.deep_filter is None:
-                return gains[:, WARM:]
-            coefficients = tf.tanh(DF_STEP * self.deep_filter(tf.concat([h, seen], axis=2)))
-            return tf.concat([gains, coefficients], axis=2)[:, WARM:]
+            return self.head(tf.concat([h, relative], axis=2))[:, WARM:]
 
-    features = keras.Input((None, INPUTS if deep_filter else FEATURES), name="features")
+    features = keras.Input((None, FEATURES), name="features")
     return keras.Model(features, Gains(name="gains")(features), name="denoiser_gru_train")
-
-
-def load_training_weights(training: Any, path: Any) -> None:
-    """Load saved weights into ``training``. Weights saved before the model had a deep
-    filter and phase features load with the filter at the identity and the phase features
-    unread (their weights zero), so the model does what it did."""
-    try:
-        training.load_weights(path)
-    except ValueError:
-        units = training.get_layer("gains").inp.units
-        before = build_training(units, deep_filter=False)
-        before.load_weights(path)
-        grown = [np.zeros_like(w) for w in training.get_weights()]
-        for new, old in zip(grown, before.get_weights(), strict=False):
-            new[tuple(slice(0, n) for n in old.shape)] = old  # the input layer gains rows
-        training.set_weights(grown)
-
-
-def phase_features(now: np.ndarray, back1: np.ndarray, back2: np.ndarray) -> np.ndarray:
-    """``[n, PHASE_FEATURES]`` from the low bins (``[n, DF_BINS]`` complex) of each frame and
-    the two before it: the cosine and sine of the phase step from the frame before, and the
-    cosine of that step's change from the step before (0 where a frame is silent), times
-    PHASE_SCALE."""
-    step = now * np.conj(back1)
-    step = step / (np.abs(step) + np.float32(1e-20))
-    before = back1 * np.conj(back2)
-    before = before / (np.abs(before) + np.float32(1e-20))
-    steady = (step * np.conj(before)).real
-    return (PHASE_SCALE * np.concatenate([step.real, step.imag, steady], axis=1)
-            ).astype(np.float32)
-
-
-def tf_phase_features(now_re: Any, now_im: Any, back_re: Any, back_im: Any) -> Any:
-    """TensorFlow twin of :func:`phase_features`: ``now_*`` ``[n, DF_BINS]``, ``back_*``
-    ``[n, 2, DF_BINS]`` (1 and 2 frames back)."""
-    import tensorflow as tf
-
-    def unit_step(a_re, a_im, b_re, b_im):  # a * conj(b) / |a * conj(b)|
-        re, im = a_re * b_re + a_im * b_im, a_im * b_re - a_re * b_im
-        size = tf.sqrt(re * re + im * im) + 1e-20
-        return re / size, im / size
-
-    step_re, step_im = unit_step(now_re, now_im, back_re[:, 0], back_im[:, 0])
-    before_re, before_im = unit_step(back_re[:, 0], back_im[:, 0], back_re[:, 1], back_im[:, 1])
-    return PHASE_SCALE * tf.concat([step_re, step_im, step_re * before_re + step_im * before_im],
-                                   axis=1)
-
-
-def tf_deep_filter(re: Any, im: Any, past_re: Any, past_im: Any, coefficients: Any) -> Any:
-    """The deep filter on ``[n, BINS]`` spectra: ``past_re``, ``past_im`` ``[n, DF_ORDER - 1,
-    DF_BINS]`` hold the low bins of the frames 1, 2, ... back; ``coefficients`` ``[n,
-    DF_COEFFICIENTS]`` are the model's tanh outputs, added to the identity. Returns the
-    filtered spectrum's parts, unchanged from ``DF_BINS`` up; the DC bin stays real (the
-    inverse transform reads it as such)."""
-    import tensorflow as tf
-
-    c = tf.reshape(coefficients, [-1, 2, DF_ORDER, DF_BINS])
-    identity = np.zeros((1, DF_ORDER, DF_BINS), np.float32)
-    identity[:, 0] = 1.0
-    c_re, c_im = c[:, 0] + tf.constant(identity), c[:, 1]
-    x_re = tf.concat([re[:, None, :DF_BINS], past_re], axis=1)
-    x_im = tf.concat([im[:, None, :DF_BINS], past_im], axis=1)
-    y_re = tf.reduce_sum(c_re * x_re - c_im * x_im, axis=1)
-    y_im = tf.reduce_sum(c_re * x_im + c_im * x_re, axis=1)
-    y_im = tf.concat([tf.zeros_like(y_im[:, :1]), y_im[:, 1:]], axis=1)  # a real DC bin
-    return (tf.concat([y_re, re[:, DF_BINS:]], axis=1),
-            tf.concat([y_im, im[:, DF_BINS:]], axis=1))
 
 
 def _weights(training: Any) -> dict[str, np.ndarray]:
     """The training model's weights by role (Keras GRU: gates z, r, h; ``reset_after``)."""
     layer = training.get_layer("gains")
     out = {"inp_w": layer.inp.kernel, "inp_b": layer.inp.bias,
-           "head_w": layer.head.kernel, "head_b": layer.head.bias,
-           "df_w": DF_STEP * layer.deep_filter.kernel, "df_b": DF_STEP * layer.deep_filter.bias}
+           "head_w": layer.head.kernel, "head_b": layer.head.bias}
     for name in ("gru1", "gru2"):
         cell = getattr(layer, name).cell
         out[f"{name}_w"], out[f"{name}_u"] = cell.kernel, cell.recurrent_kernel
@@ -219,9 +112,8 @@ def _graph_parts(training: Any, smooth_low: bool) -> Any:
         """``[rows, m]`` levels to ``[rows, m - NORM + 1]`` means of NORM in a row."""
         return tf.squeeze(tf.nn.avg_pool1d(levels[..., None], NORM, 1, "VALID"), axis=2)
 
-    def gru1_input(seen):
-        """``seen``: the relative energies and the phase features, ``[rows, INPUTS]``."""
-        hidden = tf.nn.relu(tf.matmul(seen, c["inp_w"]) + c["inp_b"])
+    def gru1_input(relative):
+        hidden = tf.nn.relu(tf.matmul(relative, c["inp_w"]) + c["inp_b"])
         return tf.matmul(hidden, c["gru1_w"]) + c["gru1_b"][0:1]
 
     def gru(x_part, h, name):
@@ -259,17 +151,13 @@ def _graph_parts(training: Any, smooth_low: bool) -> Any:
         return tf.sigmoid(tf.matmul(tf.concat([hidden, relative], axis=1), c["head_w"])
                           + c["head_b"])
 
-    def filter_head(hidden, seen):
-        return tf.tanh(tf.matmul(tf.concat([hidden, seen], axis=1), c["df_w"]) + c["df_b"])
-
-    def apply(re, im, past_re, past_im, held, coefficients):
+    def apply(re, im, held):
         gains = tf_high_band_floor(tf_bin_gains(held, smooth_low), re, im)
-        re, im = tf_deep_filter(re, im, past_re, past_im, coefficients)
         return tf_inverse(re * gains, im * gains)
 
     return SimpleNamespace(units=units, spectrum=spectrum, features=tf_features,
                            window_mean=window_mean, gru1_input=gru1_input, recur=recur,
-                           head=head, filter_head=filter_head, apply=apply)
+                           head=head, apply=apply)
 
 
 def cell_module(training: Any, grid: int = GRID, hold: int = HOLD, release: float = RELEASE,
@@ -295,41 +183,23 @@ def cell_module(training: Any, grid: int = GRID, hold: int = HOLD, release: floa
             padded = tf.pad(tf.reshape(frames, [-1, FRAME]),
                             [[0, LEAD + cells * grid - total], [0, 0]])
             re, im = p.spectrum(padded)
-            # The first two frames' phase features lack the frames before (taken as
-            # silence); no output reads them: the GRUs start NORM - 1 frames in.
-            low_re, low_im = (tf.pad(part[:, :DF_BINS], [[2, 0], [0, 0]]) for part in (re, im))
-            rows_in = tf.shape(re)[0]
-            phase = tf_phase_features(
-                re[:, :DF_BINS], im[:, :DF_BINS],
-                tf.stack([low_re[1:1 + rows_in], low_re[:rows_in]], axis=1),
-                tf.stack([low_im[1:1 + rows_in], low_im[:rows_in]], axis=1))
-            feats = tf.concat([p.features(re, im), phase], axis=1)
+            feats = p.features(re, im)
             rows = tf.reshape(tf.range(cells)[:, None] * grid + tf.range(length)[None],
                               [-1])
-            feats = tf.reshape(tf.gather(feats, rows), [cells, length, INPUTS])
-            energies = feats[..., :FEATURES]
-            relative = (energies[:, NORM - 1:]
-                        - p.window_mean(tf.reduce_mean(energies, axis=2))[..., None])
-            seen = tf.reshape(tf.concat([relative, feats[:, NORM - 1:, FEATURES:]], axis=2),
-                              [-1, INPUTS])
-            x1 = tf.reshape(p.gru1_input(seen), [cells, steps, -1])
+            feats = tf.reshape(tf.gather(feats, rows), [cells, length, FEATURES])
+            relative = (feats[:, NORM - 1:]
+                        - p.window_mean(tf.reduce_mean(feats, axis=2))[..., None])
+            x1 = tf.reshape(p.gru1_input(tf.reshape(relative, [-1, FEATURES])),
+                            [cells, steps, -1])
             zeros = tf.zeros([cells, p.units])
             outs, _, _ = p.recur(tf.transpose(x1, [1, 0, 2]), zeros, zeros)
             hidden = tf.reshape(tf.transpose(outs, [1, 0, 2]), [-1, p.units])
-            relative = tf.reshape(relative, [-1, FEATURES])
-            raw = tf.reshape(p.head(hidden, relative), [cells, steps, FEATURES])
+            raw = tf.reshape(p.head(hidden, tf.reshape(relative, [-1, FEATURES])),
+                             [cells, steps, FEATURES])
             held = raw[:, WARM:]
             for k in range(1, hold + 1):
                 held = tf.maximum(held, release ** k * raw[:, WARM - k:steps - k])
-            counted = tf.reshape(tf.reshape(tf.range(cells * steps), [cells, steps])[:, WARM:],
-                                 [-1])  # the rows whose outputs count
-            coefficients = p.filter_head(tf.gather(hidden, counted), tf.gather(seen, counted))
-            back = [padded_low[LEAD - k:LEAD - k + cells * grid]
-                    for padded_low in (re[:, :DF_BINS], im[:, :DF_BINS])
-                    for k in range(1, DF_ORDER)]
-            out = p.apply(re[LEAD:], im[LEAD:], tf.stack(back[:DF_ORDER - 1], axis=1),
-                          tf.stack(back[DF_ORDER - 1:], axis=1),
-                          tf.reshape(held, [-1, FEATURES]), coefficients)
+            out = p.apply(re[LEAD:], im[LEAD:], tf.reshape(held, [-1, FEATURES]))
             out = tf.concat([tf.zeros([LEAD, FRAME]), out], axis=0)[:total]
             return tf.reshape(out, [-1, FRAME, 1])
 
@@ -338,9 +208,8 @@ def cell_module(training: Any, grid: int = GRID, hold: int = HOLD, release: floa
 
 def stream_state_size(units: int = UNITS, hold: int = HOLD) -> int:
     """Floats in a stream's state: the grid phase, ``NORM - 1`` levels, two rows of both
-    GRUs' hidden vectors, two rows of ``hold`` frames' raw gains and the deep filter's last
-    ``DF_ORDER - 1`` frames' low bins (real parts, then imaginary)."""
-    return 1 + NORM - 1 + 4 * units + 2 * hold * FEATURES + 2 * (DF_ORDER - 1) * DF_BINS
+    GRUs' hidden vectors and two rows of ``hold`` frames' raw gains."""
+    return 1 + NORM - 1 + 4 * units + 2 * hold * FEATURES
 
 
 def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
@@ -363,27 +232,13 @@ def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
         def step(self, frames, state):
             re, im = p.spectrum(frames)
             count = tf.shape(re)[0]
-            # The low bins of the DF_ORDER - 1 frames before these (the state's tail), then
-            # these: frame j's k-th frame back is row DF_ORDER - 1 + j - k.
-            tail, kept = size - 2 * (DF_ORDER - 1) * DF_BINS, (DF_ORDER - 1) * DF_BINS
-            back_re = tf.concat([tf.reshape(state[0, tail:tail + kept],
-                                            [DF_ORDER - 1, DF_BINS]), re[:, :DF_BINS]], axis=0)
-            back_im = tf.concat([tf.reshape(state[0, tail + kept:],
-                                            [DF_ORDER - 1, DF_BINS]), im[:, :DF_BINS]], axis=0)
-            past_re = tf.stack([back_re[DF_ORDER - 1 - k:DF_ORDER - 1 - k + count]
-                                for k in range(1, DF_ORDER)], axis=1)
-            past_im = tf.stack([back_im[DF_ORDER - 1 - k:DF_ORDER - 1 - k + count]
-                                for k in range(1, DF_ORDER)], axis=1)
             feats = p.features(re, im)
             at = 1
             levels = tf.concat([state[0, at:at + NORM - 1], tf.reduce_mean(feats, axis=1)],
                                axis=0)
             at += NORM - 1
             relative = feats - tf.reshape(p.window_mean(levels[None]), [-1, 1])
-            seen = tf.concat([relative, tf_phase_features(re[:, :DF_BINS], im[:, :DF_BINS],
-                                                          past_re[:, :2], past_im[:, :2])],
-                             axis=1)
-            x1 = p.gru1_input(seen)
+            x1 = p.gru1_input(relative)
             h1 = tf.reshape(state[0, at:at + 2 * units], [2, units])
             h2 = tf.reshape(state[0, at + 2 * units:at + 4 * units], [2, units])
             at += 4 * units
@@ -418,16 +273,13 @@ def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
                 back = tf.where((phases >= k)[:, None], raw[hold - k:hold - k + count, 0],
                                 raw[hold - k:hold - k + count, 1])
                 held = tf.maximum(held, release ** k * back)
-            coefficients = p.filter_head(outs[:, 0], seen)
-            out = p.apply(re, im, past_re, past_im, held, coefficients)
+            out = p.apply(re, im, held)
             after = tf.concat([
                 tf.reshape(tf.cast(tf.math.floormod(tf.cast(state[0, 0], tf.int32) + count,
                                                     grid), tf.float32), [1, 1]),
                 tf.reshape(levels[count:], [1, NORM - 1]),
                 tf.reshape(h1, [1, -1]), tf.reshape(h2, [1, -1]),
-                tf.reshape(raw[count:], [1, 2 * hold * FEATURES]),
-                tf.reshape(back_re[count:], [1, kept]), tf.reshape(back_im[count:], [1, kept])],
-                axis=1)
+                tf.reshape(raw[count:], [1, 2 * hold * FEATURES])], axis=1)
             return tf.reshape(out, [-1, FRAME, 1]), after
 
     return Step()

@@ -30,68 +30,38 @@ from pathlib import Path
 import numpy as np
 
 from training.denoiser_model import BANDS, BINS, FEATURES, FRAME, LOW_BINS, RATE, TOP_HZ
-from training.recurrent_model import (
-    DF_BINS,
-    DF_COEFFICIENTS,
-    DF_ORDER,
-    INPUTS,
-    LEAD,
-    UNITS,
-    build_training,
-    load_training_weights,
-    phase_features,
-    tf_deep_filter,
-)
+from training.recurrent_model import LEAD, UNITS, build_training
 from training.train import DEFAULT_OUTPUT, FREQS, Framed, TrainingData, spectral_loss
 
 FRAMES = 192  # a training run's frames after its warm-up: the service's grid cell
 CYCLES = ((1e-3, 3840), (3e-4, 3560), (3e-4, 3000))  # (first learning rate, steps) of each
 MORE_NOISE_CYCLE = 2  # from this cycle on: more recorded music and sounds, Adam restarted;
 # the model kept is the mean of the weights before and after those cycles (see the docstring)
-DEEP_FILTER_CYCLE = 2  # from this cycle on the deep filter learns (before, the identity)
 
 
 def runs(pool: list[Framed], batch: int, frames: int, rng: np.random.Generator
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``batch`` random runs: features ``[batch, LEAD + frames, INPUTS]`` (the frames'
-    :func:`~training.denoiser_model.frame_features`, then their
-    :func:`~training.recurrent_model.phase_features`), the noisy
-    spectrum's parts ``[batch · frames, 2, BINS]``, the targets ``[batch · frames, 3,
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``batch`` random runs: features ``[batch, LEAD + frames, FEATURES]``, the noisy
+    spectrum's parts ``[batch · frames, 2, BINS]`` and the targets ``[batch · frames, 3,
     BINS]`` (clean re, clean im, and the noisy energy and the first bin above the bandwidth,
-    as :func:`training.train.examples` makes them) and, for the deep filter, the low bins of
-    the noisy frames before each ``[batch · frames, 2, DF_ORDER - 1, DF_BINS]`` (1, 2, ...
-    back; silence before a mixture's start, as in front of a file)."""
-    feats = np.empty((batch, frames + LEAD, INPUTS), np.float32)
+    as :func:`training.train.examples` makes them)."""
+    feats = np.empty((batch, frames + LEAD, FEATURES), np.float32)
     noisy = np.empty((batch, frames, BINS), np.complex64)
     clean = np.empty((batch, frames, BINS), np.complex64)
-    past = np.empty((batch, frames, DF_ORDER - 1, DF_BINS), np.complex64)
     bandwidth = np.empty((batch, frames), np.float32)
-    silence = np.zeros((DF_ORDER - 1, DF_BINS), np.complex64)
     for b in range(batch):
         item = pool[int(rng.integers(len(pool)))]
         start = int(rng.integers(0, max(item.noisy.shape[0] - frames, 0) + 1))
-        feats[b, :, :FEATURES] = item.features[start:start + frames + LEAD]
-        # item.features has LEAD frames of silence in front; the phase two more.
-        low = np.concatenate([np.zeros((LEAD + 2, DF_BINS), np.complex64),
-                              item.noisy[:, :DF_BINS]])
-        size = frames + LEAD
-        feats[b, :, FEATURES:] = phase_features(low[start + 2:start + 2 + size],
-                                                low[start + 1:start + 1 + size],
-                                                low[start:start + size])
+        feats[b] = item.features[start:start + frames + LEAD]
         noisy[b], clean[b] = item.noisy[start:start + frames], item.clean[start:start + frames]
-        low = np.concatenate([silence, item.noisy[:, :DF_BINS]])[start:]
-        for k in range(1, DF_ORDER):
-            past[b, :, k - 1] = low[DF_ORDER - 1 - k:DF_ORDER - 1 - k + frames]
         bandwidth[b] = item.bandwidth
     noisy, clean = noisy.reshape(-1, BINS), clean.reshape(-1, BINS)
     parts = np.stack([noisy.real, noisy.imag], axis=1)
-    past = past.reshape(-1, DF_ORDER - 1, DF_BINS)
-    past_parts = np.stack([past.real, past.imag], axis=1)
     targets = np.zeros((batch * frames, 3, BINS), np.float32)
     targets[:, 0], targets[:, 1] = clean.real, clean.imag
     targets[:, 2, 0] = (parts ** 2).sum(axis=(1, 2))
     targets[:, 2, 1] = np.searchsorted(FREQS, bandwidth.reshape(-1), side="right")
-    return feats, parts, targets, past_parts
+    return feats, parts, targets
 
 
 def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units: int,
@@ -113,7 +83,7 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
 
     model = build_training(units, seed)
     if resume is not None:
-        load_training_weights(model, resume)
+        model.load_weights(resume)
     _, spread = erb_band_matrices()
     top = (np.fft.rfftfreq(FRAME, 1 / RATE) <= TOP_HZ).astype(np.float32)
     spread_t, top_t = tf.constant(spread), tf.constant(top)
@@ -125,17 +95,12 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
         return band * low * top_t
 
     optimizer = keras.optimizers.Adam(cycles[0][0])
-    # 0 until DEEP_FILTER_CYCLE: the filter stays the identity (its gradients are zero).
-    filter_on = tf.Variable(0.0, trainable=False)
 
     @tf.function
-    def step(feats, noisy, targets, past):
+    def step(feats, noisy, targets):
         with tf.GradientTape() as tape:
-            out = tf.reshape(model(feats, training=True), [-1, FEATURES + DF_COEFFICIENTS])
-            re, im = tf_deep_filter(noisy[:, 0], noisy[:, 1], past[:, 0], past[:, 1],
-                                    out[:, FEATURES:] * filter_on)
-            estimate = tf.stack([re, im], axis=1) * bin_gains(out[:, :FEATURES])[:, None, :]
-            loss = tf.reduce_mean(spectral_loss(targets, estimate))
+            gains = tf.reshape(model(feats, training=True), [-1, FEATURES])
+            loss = tf.reduce_mean(spectral_loss(targets, noisy * bin_gains(gains)[:, None, :]))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
@@ -165,14 +130,12 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
                     data_set.add_more_noise(smoke)
                     for variable in optimizer.variables:
                         variable.assign(tf.zeros_like(variable))
-                if done == 0 and cycle >= DEEP_FILTER_CYCLE:
-                    filter_on.assign(1.0)
                 # Each cycle: first_rate down to 1e-5, exponentially over its steps.
                 optimizer.learning_rate.assign(first_rate * (1e-5 / first_rate)
                                                ** (done / cycle_steps))
                 upcoming = prefetch.submit(next_chunk)
-                for feats, parts, targets, past in examples:
-                    losses.append(float(step(feats, parts, targets, past)))
+                for feats, parts, targets in examples:
+                    losses.append(float(step(feats, parts, targets)))
                 steps += chunk
                 if steps % 400 == 0:
                     print(f"step {steps}: loss {np.mean(losses[-100:]):.4f}, "
