@@ -27,32 +27,28 @@ def main(model_path: str = str(DENOISER_MODEL)) -> str:
     runner = ModelRunner(model_path)
     rng = np.random.default_rng(0)
     hop = card.hop_length or runner.frame_length
-    extra = card.context_frames + card.lookahead_frames  # rows in besides the outputs
     rows, per_invoke = [], {}
     for label, outputs, repeats in (("stream chunk (1 frame)", 1, 2000),
                                     ("file segment (400 frames)", 400, 50)):
-        frames = (0.01 * rng.standard_normal((extra + outputs,
+        frames = (0.01 * rng.standard_normal((card.context_frames + outputs,
                                               runner.frame_length))).astype(np.float32)
         seconds = per_invoke[outputs] = best_time(partial(runner.run, frames), repeats)
-        rows.append(f"| {label} | {extra + outputs} | {seconds * 1e6:.0f} µs | "
+        rows.append(f"| {label} | {card.context_frames + outputs} | {seconds * 1e6:.0f} µs | "
                     f"{seconds / outputs * 1e6:.0f} µs |")
     frames_per_second = card.sample_rate / hop
     step_note = ""
     if card.stream_step_path is not None:
         step = StreamStepRunner(card.stream_step_path, runner.frame_length,
                                 card.stream_state_size)
-        frame = (0.01 * rng.standard_normal((1 + card.lookahead_frames,
-                                             runner.frame_length))).astype(np.float32)
+        frame = (0.01 * rng.standard_normal((1, runner.frame_length))).astype(np.float32)
         state = np.zeros(card.stream_state_size, np.float32)
         seconds = per_invoke[0] = best_time(partial(step.run, frame, state), 2000)
-        rows.append(f"| stream chunk (1 frame) by the stream step, its state in and out | "
-                    f"{1 + card.lookahead_frames} | "
+        rows.append(f"| stream chunk (1 frame) by the stream step, its state in and out | 1 | "
                     f"{seconds * 1e6:.0f} µs | {seconds * 1e6:.0f} µs |")
         step_note = (f"; by the stream step, {frames_per_second * per_invoke[0]:.3f} cores, "
                      f"{per_invoke[1] / per_invoke[0]:.1f}× less")
     return "\n".join([
-        f"Model: {card.name} (`context_frames` {card.context_frames}, `lookahead_frames` "
-        f"{card.lookahead_frames}, hop {hop}). "
+        f"Model: {card.name} (`context_frames` {card.context_frames}, hop {hop}). "
         f"Command: `python -m bench.model_cost`.", "",
         "| invoke | rows in | time | per output frame |", "|---|---|---|---|", *rows, "",
         f"A real-time stream needs {frames_per_second:.1f} frames a second: "

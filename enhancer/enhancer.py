@@ -139,7 +139,7 @@ class AudioEnhancer:
             self.backend = InlineBackend(runner, self.framing, max_segment_frames, step)
         else:
             seconds_per_frame = _measure_speed(runner, min(max_segment_frames, 64),
-                                               self.framing.context + self.framing.lookahead)
+                                               self.framing.context)
             del runner
             self.backend = WorkerPool(self.model_path, num_processes, num_threads,
                                       self.framing, max_segment_frames, seconds_per_frame,
@@ -363,10 +363,10 @@ def _results(futures: list[Future[Job]], timeout: float | None) -> list[Job]:
         raise
 
 
-def _measure_speed(runner: ModelRunner, frames_per_block: int, extra: int) -> float:
-    """Seconds per frame of one block (and its ``extra`` look-back and look-ahead frames)
-    through the model, after a warm-up run."""
-    block = np.zeros((frames_per_block + extra, runner.frame_length), np.float32)
+def _measure_speed(runner: ModelRunner, frames_per_block: int, context: int) -> float:
+    """Seconds per frame of one block (and its context frames) through the model, after a
+    warm-up run."""
+    block = np.zeros((frames_per_block + context, runner.frame_length), np.float32)
     runner.run(block)
     started = time.perf_counter()
     runner.run(block)

@@ -116,18 +116,15 @@ class Framing:
     With hop equal to the frame and no window (the passthrough), frames are consecutive and
     the result is bit-exact; with a smaller hop, frames overlap and are windowed with
     sqrt-Hann on the way in and out, then overlap-added. A model with ``context`` frames of
-    look-back sees that many frames before each block (zeros before the audio starts), and
-    one with ``lookahead`` frames that many after it (zeros after the audio ends). A model on
-    a ``grid`` of cells (a recurrent one) has every block of a file start at a multiple of
-    ``grid`` frames.
+    look-back sees that many frames before each block (zeros before the audio starts). A
+    model on a ``grid`` of cells (a recurrent one) has every block of a file start at a
+    multiple of ``grid`` frames.
     """
 
     def __init__(self, frame_length: int, hop_length: int | None = None,
-                 window: str = "none", context: int = 0, grid: int = 0,
-                 lookahead: int = 0) -> None:
+                 window: str = "none", context: int = 0, grid: int = 0) -> None:
         hop_length = frame_length if hop_length is None else hop_length
-        for name, value in (("context_frames", context), ("grid_frames", grid),
-                            ("lookahead_frames", lookahead)):
+        for name, value in (("context_frames", context), ("grid_frames", grid)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"'{name}' must be a whole number from 0, got {value!r}")
         if hop_length < 1 or frame_length % hop_length:
@@ -145,9 +142,6 @@ class Framing:
         # frames goes to the model as n + context frames, and the first context outputs
         # are dropped (enhancer.segments.run_segment).
         self.context = context
-        # Frames of look-ahead: the block goes in with this many frames after it, whose
-        # outputs are dropped too; a stream's output waits for them.
-        self.lookahead = lookahead
         self.grid = grid
         self.overlapping = hop_length < frame_length
         if self.overlapping:
@@ -157,8 +151,7 @@ class Framing:
 
     def with_context(self, context: int) -> Framing:
         """The same framing with ``context`` frames of look-back."""
-        return Framing(self.frame_length, self.hop_length, self.window, context, self.grid,
-                       self.lookahead)
+        return Framing(self.frame_length, self.hop_length, self.window, context, self.grid)
 
     @property
     def window_array(self) -> np.ndarray:

@@ -6,9 +6,7 @@ configured rate on consecutive frames. A model with look-back may name a *stream
 (``stream_step``: its file and the size of its state), which streams run one chunk at a time,
 their state in and out of each call, instead of sending the look-back's frames again. A
 recurrent model that starts its state afresh on a grid of cells (``grid_frames``) has every
-file segment start on that grid, and needs a stream step. A model that looks ahead
-(``lookahead_frames``) gets that many frames after each block, and a stream's output waits
-for them.
+file segment start on that grid, and needs a stream step.
 """
 
 from __future__ import annotations
@@ -40,8 +38,6 @@ class ModelCard:
     # Files are cut on a grid of cells this many frames long (0: anywhere): a recurrent model
     # starts each cell from a zero state, so its output depends on where a block starts.
     grid_frames: int = 0
-    # Frames of look-ahead the model sees after each frame (its latency grows by as many hops).
-    lookahead_frames: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,14 +114,11 @@ def load_card(model_path: str | Path, default_sample_rate: int) -> ModelCard:
         # A stream's chunks do not start on the grid: only a stream step can match the cells.
         raise ModelError(f"model card {path}: a model with 'grid_frames' needs a "
                          f"'stream_step'")
-    lookahead = get("lookahead_frames", int, 0)
-    if not 0 <= lookahead <= 64:
-        raise ModelError(f"model card {path}: 'lookahead_frames' must be 0-64, got {lookahead}")
     known = {"name", "sample_rate", "frame_length", "hop_length", "window", "context_frames",
-             "description", "stream_step", "grid_frames", "lookahead_frames"}
+             "description", "stream_step", "grid_frames"}
     return ModelCard(get("name", str, model_path.stem), model_path, rate,
                      get("frame_length", int, None), hop, window, context,
-                     get("description", str, ""), step_path, state_size, grid, lookahead,
+                     get("description", str, ""), step_path, state_size, grid,
                      {k: v for k, v in data.items() if k not in known})
 
 
@@ -136,6 +129,6 @@ def framing_for(card: ModelCard, frame_length: int) -> Framing:
                          f"but the model's input frame is {frame_length}")
     try:
         return Framing(frame_length, card.hop_length, card.window, card.context_frames,
-                       card.grid_frames, card.lookahead_frames)
+                       card.grid_frames)
     except ValueError as exc:
         raise ModelError(f"model card {card.card_path}: {exc}") from None

@@ -473,7 +473,7 @@ class WorkerPool:
     def _spec(self, name: str) -> ArenaSpec:
         return ArenaSpec(name, self.framing.frame_length, self.framing.hop_length,
                          self.framing.window, self.max_segment_frames, self.framing.context,
-                         self.state_size, MAX_CHUNKS_PER_TASK, self.framing.lookahead)
+                         self.state_size, MAX_CHUNKS_PER_TASK)
 
     def _start_worker(self, live_lane: bool, arena: Arena | None = None) -> None:
         if arena is None:

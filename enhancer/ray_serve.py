@@ -161,12 +161,12 @@ class ModelReplica:
 
     def __init__(self, model: bytes, frame_length: int, hop_length: int, window: str,
                  num_threads: int = 1, context: int = 0, stream_step: bytes | None = None,
-                 state_size: int = 0, lookahead: int = 0) -> None:
+                 state_size: int = 0) -> None:
         import ray
 
         from enhancer.model_runner import ModelRunner, StreamStepRunner
 
-        self._framing = Framing(frame_length, hop_length, window, context, lookahead=lookahead)
+        self._framing = Framing(frame_length, hop_length, window, context)
         self._runner = _from_bytes(model, lambda path: ModelRunner(path, num_threads))
         self._step = None if stream_step is None else _from_bytes(
             stream_step, lambda path: StreamStepRunner(path, frame_length, state_size,
@@ -206,7 +206,7 @@ def _bound_replica(deployment_options: dict[str, Any], model: bytes, framing: Fr
     deployment = serve.deployment(name=DEPLOYMENT_NAME, **deployment_options)
     return deployment(ModelReplica).bind(model, framing.frame_length, framing.hop_length,
                                          framing.window, num_threads, framing.context,
-                                         stream_step, state_size, framing.lookahead)
+                                         stream_step, state_size)
 
 
 def model_application(model: bytes, framing: Framing, options: RayOptions,

@@ -53,10 +53,8 @@ def interior_slots(count: int, ratio: int) -> int:
 
 
 def input_length(framing: Framing, count: int) -> int:
-    """Samples a segment of ``count`` frames spans, with the model's context frames before
-    and its look-ahead frames after."""
-    return ((count + framing.context + framing.lookahead - 1) * framing.hop_length
-            + framing.frame_length)
+    """Samples a segment of ``count`` frames spans, with the model's context frames before."""
+    return (count + framing.context - 1) * framing.hop_length + framing.frame_length
 
 
 def result_length(framing: Framing, count: int) -> int:
@@ -72,18 +70,17 @@ def run_segment(run_model, framing: Framing, samples: np.ndarray, count: int,
 
     ``samples`` holds :func:`input_length` samples; ``out`` gets :func:`result_length`
     floats. ``run_model`` maps ``[n, frame]`` float32 frames to as many processed frames.
-    The first ``framing.context`` frames of ``samples`` are context and the last
-    ``framing.lookahead`` look-ahead: the model sees them, and their outputs are dropped.
+    The first ``framing.context`` frames of ``samples`` are context: the model sees them, and
+    their outputs are dropped.
     """
     frame, hop, context = framing.frame_length, framing.hop_length, framing.context
     ratio = frame // hop
     view = np.lib.stride_tricks.sliding_window_view(samples[:input_length(framing, count)],
                                                     frame)[::hop]
     if not framing.overlapping:
-        out[:count * frame] = run_model(np.ascontiguousarray(view))[
-            context:context + count].reshape(-1)
+        out[:count * frame] = run_model(np.ascontiguousarray(view))[context:].reshape(-1)
         return
-    processed = run_model(view * framing.window_array)[context:context + count]
+    processed = run_model(view * framing.window_array)[context:]
     shaped = (processed * framing.synthesis_array).reshape(count, ratio, hop)
     inner = interior_slots(count, ratio)
     slots = out[:inner * hop].reshape(inner, hop)

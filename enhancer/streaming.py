@@ -77,9 +77,7 @@ class StreamFramer:
     def _take(self, limit: int | None = None) -> ChannelJob:
         frame, hop = self.framing.frame_length, self.framing.hop_length
         available = self._pending.shape[0] - self._context
-        # A frame is ready once the model's look-ahead frames after it have arrived too.
-        count = 0 if available < frame else max(0, (available - frame) // hop + 1
-                                                - self.framing.lookahead)
+        count = 0 if available < frame else (available - frame) // hop + 1
         if limit is not None:
             count = min(count, limit)
         elif self._cells:
@@ -220,11 +218,8 @@ class EnhancerStream:
 
     @property
     def algorithmic_latency_s(self) -> float:
-        """Delay the framing adds: one frame's worth of samples at the model's rate, and the
-        hops of the model's look-ahead."""
-        framing = self.enhancer.framing
-        return ((framing.frame_length + framing.lookahead * framing.hop_length)
-                / self.enhancer.model_sample_rate)
+        """Delay the framing adds: one frame's worth of samples at the model's rate."""
+        return self.enhancer.frame_length / self.enhancer.model_sample_rate
 
     async def push(self, chunk: np.ndarray) -> np.ndarray:
         """Take ``[n, channels]`` (or ``[n]`` for mono) float samples; return those ready."""

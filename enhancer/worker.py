@@ -185,12 +185,10 @@ class ArenaSpec:
     context: int = 0
     state_size: int = 0  # a stream step's state, in front of its samples and behind its result
     states: int = 1  # room for this many states besides the frames (a task's stream chunks)
-    lookahead: int = 0
 
     @property
     def framing(self) -> Framing:
-        return Framing(self.frame_length, self.hop_length, self.window, self.context,
-                       lookahead=self.lookahead)
+        return Framing(self.frame_length, self.hop_length, self.window, self.context)
 
     @property
     def input_floats(self) -> int:

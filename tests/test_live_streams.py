@@ -121,15 +121,13 @@ def test_after_its_first_chunk_a_stream_sends_the_models_state_not_its_look_back
     context, size = denoiser.card.context_frames, denoiser.card.stream_state_size
     first, *later = [job.channels[0] for job in jobs]
     assert first.framing.context == context == 63 and not first.state.any()
-    assert first.samples.shape[0] == (first.num_frames + context
-                                      + denoiser.framing.lookahead - 1) * 512 + 1024
+    assert first.samples.shape[0] == (first.num_frames + context - 1) * 512 + 1024
     assert len(later) > 20
     before = first
     for chunk in later:
         assert chunk.framing.context == 0 and chunk.state is before.state_out
         assert chunk.state.shape == (size,)
-        assert chunk.samples.shape[0] == (chunk.num_frames + denoiser.framing.lookahead
-                                          - 1) * 512 + 1024
+        assert chunk.samples.shape[0] == (chunk.num_frames - 1) * 512 + 1024
         before = chunk
 
 
@@ -187,8 +185,7 @@ def test_output_never_runs_ahead_of_input_and_flows_as_it_comes(denoiser):
         for i in range(100):  # 10 ms chunks
             ready += len(await stream.push(random_audio(480, seed=i)))
             assert ready <= (i + 1) * 480
-        # At most the frame's latency behind, and the model's look-ahead.
-        assert ready >= 100 * 480 - 2 * 1024 - denoiser.framing.lookahead * 512
+        assert ready >= 100 * 480 - 2 * 1024  # at most the frame's latency behind
         assert ready + len(await stream.finish()) == 100 * 480
 
     asyncio.run(check())

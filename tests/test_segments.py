@@ -58,50 +58,6 @@ def test_any_segmentation_gives_the_whole_files_result(frame, hop, window, lengt
     assert same_bits(segmented(framing, audio, list(range(1, frames))), expected)  # 1 each
 
 
-def neighbours(context: int, lookahead: int):
-    """Stands in for a model that looks back ``context`` frames and ahead ``lookahead``: each
-    output frame mixes its input frame with the ones that far before and after it (zeros
-    outside the block it is given)."""
-    def run(frames: np.ndarray) -> np.ndarray:
-        padded = np.concatenate([np.zeros((context, frames.shape[1]), np.float32), frames,
-                                 np.zeros((lookahead, frames.shape[1]), np.float32)])
-        before = padded[:frames.shape[0]]
-        after = padded[context + lookahead:]
-        return (model(frames) + np.float32(0.5) * after
-                - np.float32(0.25) * before).astype(np.float32)
-
-    return run
-
-
-@pytest.mark.parametrize("context, lookahead", [(0, 1), (0, 2), (3, 2), (5, 0)])
-@pytest.mark.parametrize("length", [1, 100, 1000])
-def test_a_models_look_back_and_look_ahead_see_the_same_frames_however_it_is_cut(
-        context, lookahead, length):
-    """Each segment goes in with its look-back frames before it and its look-ahead frames
-    after it (zeros outside the audio), so any segmentation equals one block of every frame,
-    bit for bit."""
-    framing = Framing(64, 16, "sqrt-hann", context=context, lookahead=lookahead)
-    audio = random_audio(length, seed=length + lookahead)
-    frames = framing.split(audio)
-    count = frames.num_frames
-    block = np.concatenate([np.zeros((context, 64), np.float32), frames.block(0, count),
-                            np.zeros((lookahead, 64), np.float32)])
-    whole = neighbours(context, lookahead)(block)[context:context + count]
-    expected = framing.join(whole, length)
-    rng = np.random.default_rng(length)
-    for trial in range(4):
-        cuts = sorted(rng.choice(np.arange(1, count), size=min(trial * 3, count - 1),
-                                 replace=False).tolist()) if count > 1 else []
-        job = ChannelJob.offline(framing, audio)
-        scratch = np.empty(input_length(framing, count), np.float32)
-        for first, stop in itertools.pairwise([0, *cuts, count]):
-            job.input_for(first, stop - first, scratch)
-            out = np.empty(result_length(framing, stop - first), np.float32)
-            run_segment(neighbours(context, lookahead), framing, scratch, stop - first, out)
-            job.store(first, stop - first, out)
-        assert same_bits(job.finish(length), expected), cuts
-
-
 @pytest.mark.parametrize("max_count", [1, 100, 192, 500, 1000])
 def test_on_a_grid_a_files_segments_are_whole_cells_from_its_start(max_count):
     """A recurrent model's cells start every 192 frames: every segment of a file starts on

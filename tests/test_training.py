@@ -72,8 +72,7 @@ def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     card = json.loads(output.with_suffix(".json").read_text())
-    assert (card["context_frames"], card["grid_frames"], card["lookahead_frames"]) == (
-        63, 192, 2)
+    assert (card["context_frames"], card["grid_frames"]) == (63, 192)
     # Phase, 15 levels, two rows of two 16-unit GRUs, two rows of 3 frames' raw gains.
     assert card["stream_step"] == {"model": "smoke_gru_stream_step.tflite",
                                    "state_size": 1 + 15 + 4 * 16 + 2 * 3 * 88}
@@ -82,9 +81,8 @@ def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_
     audio = (np.random.default_rng(0).standard_normal(5 * 48000) * 0.1).astype(np.float32)
     framing = Framing(1024, 512, "sqrt-hann")
     frames = framing.split(audio).block(0, 1 << 30)
-    whole = ModelRunner(output).run(np.concatenate([np.zeros((63, 1024), np.float32), frames,
-                                                    np.zeros((2, 1024), np.float32)]))
-    whole = whole[63:63 + frames.shape[0]]
+    whole = ModelRunner(output).run(np.concatenate([np.zeros((63, 1024), np.float32),
+                                                    frames]))[63:]
     expected = framing.join(whole, audio.shape[0])
     with AudioEnhancer(output, num_processes=2, max_segment_frames=192) as pool:
         assert pool.framing.grid == 192
@@ -221,24 +219,14 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
     """The recurrent model's file graph, checked against its Keras layers on a small untrained
     model: each grid cell's GRUs start from zeros ``WARM`` frames before it, gains are held
     and the low bins smoothed as for the MLP, the high bands floored by what the speech below
-    allows, and a partial last cell is padded. Each step reads the frame's features and the
-    next ``AHEAD`` frames' (scaled): the block's last ``AHEAD`` frames are look-ahead only."""
-    from training.denoiser_model import FLOOR, FRAME, frame_features
-    from training.recurrent_model import (
-        AHEAD,
-        FUTURE_SCALE,
-        GRID,
-        LEAD,
-        NORM,
-        WARM,
-        build_training,
-        cell_module,
-    )
+    allows, and a partial last cell is padded."""
+    from training.denoiser_model import FRAME, frame_features
+    from training.recurrent_model import GRID, LEAD, NORM, WARM, build_training, cell_module
 
     training = build_training(units=16, seed=3)
     layer = training.get_layer("gains")
     rng = np.random.default_rng(0)
-    count = LEAD + 2 * GRID + 50 + AHEAD
+    count = LEAD + 2 * GRID + 50
     levels = 10 ** rng.uniform(-3, 0, count)
     frames = (rng.standard_normal((count, FRAME)) * levels[:, None]).astype(np.float32)
     # Every other frame nearly silent above 8 kHz, where the high-band floor lifts gains.
@@ -248,25 +236,19 @@ def test_recurrent_cells_are_the_trained_grus_from_zeros_with_the_gains_held():
     spectra = np.fft.rfft(frames, axis=1)
     features = frame_features(spectra.real, spectra.imag)
     expected = []
-    n = count - LEAD - AHEAD
-    silence = np.full((GRID + AHEAD, features.shape[1]), np.log(np.float32(FLOOR)))
-    for start in range(0, n, GRID):
-        cell = np.concatenate([features, silence])[start:start + LEAD + GRID + AHEAD]
+    for start in range(0, count - LEAD, GRID):
+        cell = features[start:start + LEAD + GRID]
         level = cell.mean(axis=1)
         window = np.array([level[t:t + NORM].mean() for t in range(len(cell) - NORM + 1)])
-        relative = cell[NORM - 1:] - window[:, None]
-        steps = len(relative) - AHEAD
-        seen = np.concatenate([relative[:steps]] + [FUTURE_SCALE * relative[k:k + steps]
-                                                    for k in range(1, AHEAD + 1)], axis=1)
-        hidden = layer.gru1(layer.inp(seen[None]))
+        relative = (cell[NORM - 1:] - window[:, None])[None]
+        hidden = layer.gru1(layer.inp(relative))
         hidden = hidden + layer.gru2(hidden)
-        raw = np.asarray(layer.head(np.concatenate([hidden, seen[None]], axis=2)))[0]
-        ours = spectra[start + LEAD:start + LEAD + min(GRID, n - start)]
+        raw = np.asarray(layer.head(np.concatenate([hidden, relative], axis=2)))[0]
+        ours = spectra[start + LEAD:start + LEAD + GRID]
         gains = with_high_band_floor(served_bin_gains(raw, WARM)[:len(ours)], ours)
         expected.append(np.fft.irfft(ours * gains, FRAME))
     expected = np.concatenate(expected)
 
     served = np.asarray(cell_module(training).serve(frames[..., None]))[..., 0]
     assert served.shape == frames.shape and not served[:LEAD].any()
-    np.testing.assert_allclose(served[LEAD:LEAD + n], expected,
-                               atol=2e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(served[LEAD:], expected, atol=2e-5 * np.abs(expected).max())

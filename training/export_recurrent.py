@@ -35,22 +35,20 @@ from training.recurrent_model import (
     build_training,
     cell_module,
     export_fp32,
-    look_ahead_of,
     stream_state_size,
     stream_step_module,
 )
 from training.train import enhance_frames, evaluate, held_out_pairs
 
 
-def held_out_scores(model_path: Path, root: Path, seed: int, smoke: bool,
-                    lookahead: int) -> dict:
+def held_out_scores(model_path: Path, root: Path, seed: int, smoke: bool) -> dict:
     """The exported file graph's scores on the held-out set (:func:`training.train.evaluate`),
     each piece in one block, as the pool runs a file that fits one segment."""
     from enhancer.model_runner import ModelRunner
 
     runner = ModelRunner(model_path)
     pairs, clean_wide = held_out_pairs(root, seed + 100, 12 if smoke else 60)
-    scores = evaluate(lambda audio: enhance_frames(runner.run, audio, LEAD, lookahead), pairs,
+    scores = evaluate(lambda audio: enhance_frames(runner.run, audio, LEAD), pairs,
                       clean_wide)
     return {"held_out_real_speech": scores, "held_out_mixtures": len(pairs)}
 
@@ -60,8 +58,6 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
     """Write ``output`` (the file graph), its stream step twin and its card; return the card."""
     training = build_training(units)
     training.load_weights(weights)
-    ahead = look_ahead_of(training)
-    latency_ms = (FRAME + ahead * HOP) / RATE * 1000
     export_fp32(cell_module(training), output)
     step_path = output.with_name(f"{output.stem}_stream_step.tflite")
     export_fp32(stream_step_module(training), step_path)
@@ -69,27 +65,23 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
     card = {
         "name": output.stem, "sample_rate": RATE, "frame_length": FRAME, "hop_length": HOP,
         "window": "sqrt-hann", "context_frames": LEAD, "grid_frames": GRID,
-        "lookahead_frames": ahead,
         "stream_step": {"model": step_path.name, "state_size": stream_state_size(units)},
         "description": f"Speech denoiser: a causal recurrent spectral mask (two GRUs of "
                        f"{units} units on ERB band energies), held over {HOLD} frames with a "
                        f"release of {RELEASE} per frame, low bins smoothed over 3, bands above "
                        f"{HIGH_FROM_HZ / 1000:g} kHz kept at what the speech below could "
                        f"hold there, 48 kHz, "
-                       f"1024-sample frames, 50 % overlap, {ahead} frames of look-ahead "
-                       f"({latency_ms:.1f} ms latency in all). Files run on a grid of "
+                       f"1024-sample frames, 50 % overlap, causal. Files run on a grid of "
                        f"{GRID}-frame cells, each from a zero state {LEAD - NORM + 1} frames "
                        f"before it; streams match them bit for bit.",
         "recipe": {
             **recipe,
             "features": f"log energies in 48 ERB bands + {LOW_BINS} low bins of each frame, "
                         f"floor 1e-5, minus their mean over the last {NORM} frames",
-            "model": f"dense {FEATURES * (1 + ahead)}-{units} (relu) on the features of the "
-                     f"frame and the {ahead} after it, GRU {units}, GRU {units} (residual), "
-                     f"dense {units + FEATURES * (1 + ahead)}-{FEATURES} (sigmoid) on the "
-                     f"GRUs' output and those features: band and low-bin gains on the "
-                     f"complex spectrum, none above {TOP_HZ / 1000:g} kHz; "
-                     f"{weights_count:,} weights, float32; "
+            "model": f"dense {FEATURES}-{units} (relu), GRU {units}, GRU {units} (residual), "
+                     f"dense {units + FEATURES}-{FEATURES} (sigmoid) on the GRUs' output and "
+                     f"the features: band and low-bin gains on the complex spectrum, none "
+                     f"above {TOP_HZ / 1000:g} kHz; {weights_count:,} weights, float32; "
                      f"serving holds each gain at least {RELEASE}^k times the gain k <= "
                      f"{HOLD} frames back, averages each low bin's gain with its 2 "
                      f"neighbours' and keeps each band above {HIGH_FROM_HZ / 1000:g} kHz at "
@@ -97,7 +89,7 @@ def export_with_card(weights: Path, output: Path, units: int, recipe: dict, root
                      f"{REFERENCE_HZ[0] / 1000:g}-{REFERENCE_HZ[1] / 1000:g} kHz energy per "
                      f"bin the gains keep / its energy)^2: what speech could hold there",
         },
-        "scores": held_out_scores(output, root, seed, smoke, ahead),
+        "scores": held_out_scores(output, root, seed, smoke),
     }
     output.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -2,15 +2,13 @@
 
 The same features, gains and output stage as :mod:`training.denoiser_model` (log energies in
 48 ERB bands and 40 low bins; band and low-bin gains on the complex spectrum; the gain hold
-and the low bins' smoothing in serving), but the gains come from a recurrent network that
-carries what it has heard, instead of an MLP over a window of past frames. A frame's gains
-are set knowing the ``AHEAD`` frames after it too (its features, and theirs, go in at each
-step), so the model looks ``AHEAD`` hops ahead: its card's ``lookahead_frames``::
+and the low bins' smoothing in serving), but the gains come from a causal recurrent network
+that carries what it has heard, instead of an MLP over a window of past frames::
 
-    features ─ minus their mean level over the last NORM frames ─ this frame's and the next AHEAD's
-      ─┬─ dense ─ GRU ─┬─ GRU ─(+)─┐
-       │               └─────────┘ │
-       └─────── concat ────────────┴─ dense ─ gains
+    features ─ minus their mean level over the last NORM frames ─┬─ dense ─ GRU ─┬─ GRU ─(+)─┐
+                                                                 │               └─────────┘ │
+                                                                 └─────── concat ────────────┤
+                                                                                   dense ─ gains
 
 How the service runs it. A recurrent state would make a file's output depend on how the
 file is cut into segments, so the file is cut on a fixed grid of ``GRID``-frame *cells*
@@ -51,32 +49,13 @@ NORM = 16  # a frame's features are taken relative to the mean level of the last
 WARM = 48  # training runs: outputs of the first WARM frames only warm the state up
 LEAD = NORM - 1 + WARM  # silence in front of a stream, and of a training run's targets
 GRID = 192  # files are cut on a grid of cells this many frames long, each with LEAD in front
-AHEAD = 2  # frames of look-ahead: the gains of a frame are set knowing the next AHEAD frames
-FUTURE_SCALE = 0.5  # the look-ahead features' scale: slows Adam's first steps on new weights
 
 
-def with_future(relative: Any, ahead: int) -> Any:
-    """``[..., n + ahead, F]`` relative features to ``[..., n, F · (1 + ahead)]``: each
-    frame's own, then the next ``ahead`` frames' (scaled by ``FUTURE_SCALE``)."""
-    import tensorflow as tf
-
-    if ahead == 0:
-        return relative
-    rank = relative.shape.rank  # 2 or 3; slices with an ellipsis do not convert to TFLite
-    n = tf.shape(relative)[rank - 2] - ahead
-
-    def frames(k):
-        return relative[k:k + n] if rank == 2 else relative[:, k:k + n]
-
-    return tf.concat([frames(0)] + [FUTURE_SCALE * frames(k) for k in range(1, ahead + 1)],
-                     axis=rank - 1)
-
-
-def build_training(units: int = UNITS, seed: int = 0, ahead: int = AHEAD) -> Any:
-    """The training model: ``[batch, LEAD + T + ahead, FEATURES]`` features of consecutive
-    frames (:func:`training.denoiser_model.frame_features`) to ``[batch, T, FEATURES]`` raw
-    gains of ``T`` frames after the first ``LEAD`` (which only fill the level window and warm
-    up the GRUs from a zero state); the last ``ahead`` frames are look-ahead only."""
+def build_training(units: int = UNITS, seed: int = 0) -> Any:
+    """The training model: ``[batch, LEAD + T, FEATURES]`` features of consecutive frames
+    (:func:`training.denoiser_model.frame_features`) to ``[batch, T, FEATURES]`` raw gains
+    of the last ``T`` (the first ``LEAD`` frames only fill the level window and warm up the
+    GRUs from a zero state)."""
     import keras
     import tensorflow as tf
 
@@ -94,31 +73,12 @@ def build_training(units: int = UNITS, seed: int = 0, ahead: int = AHEAD) -> Any
         def call(self, x):
             level = tf.reduce_mean(x, axis=2, keepdims=True)
             relative = x[:, NORM - 1:] - tf.nn.avg_pool1d(level, NORM, 1, "VALID")
-            seen = with_future(relative, ahead)
-            h = self.gru1(self.inp(seen))
+            h = self.gru1(self.inp(relative))
             h = h + self.gru2(h)
-            return self.head(tf.concat([h, seen], axis=2))[:, WARM:]
+            return self.head(tf.concat([h, relative], axis=2))[:, WARM:]
 
     features = keras.Input((None, FEATURES), name="features")
     return keras.Model(features, Gains(name="gains")(features), name="denoiser_gru_train")
-
-
-def look_ahead_of(training: Any) -> int:
-    """Frames of look-ahead a training model reads (from its input layer's width)."""
-    return int(training.get_layer("gains").inp.kernel.shape[0]) // FEATURES - 1
-
-
-def widened(training: Any, ahead: int, seed: int = 0) -> Any:
-    """A model with ``ahead`` frames of look-ahead that computes what ``training`` (without
-    look-ahead) does: its weights, and zeros on the look-ahead features."""
-    units = int(training.get_layer("gains").inp.kernel.shape[1])
-    model = build_training(units, seed, ahead)
-    for new, old in zip(model.weights, training.weights, strict=True):
-        value = np.zeros(new.shape, np.float32)
-        old_value = np.asarray(old)
-        value[tuple(slice(0, n) for n in old_value.shape)] = old_value
-        new.assign(value)
-    return model
 
 
 def _weights(training: Any) -> dict[str, np.ndarray]:
@@ -142,7 +102,6 @@ def _graph_parts(training: Any, smooth_low: bool) -> Any:
 
     w = _weights(training)
     units = w["inp_w"].shape[1]
-    ahead = look_ahead_of(training)
     c = {k: tf.constant(v) for k, v in w.items()}
 
     def spectrum(frames):
@@ -153,8 +112,8 @@ def _graph_parts(training: Any, smooth_low: bool) -> Any:
         """``[rows, m]`` levels to ``[rows, m - NORM + 1]`` means of NORM in a row."""
         return tf.squeeze(tf.nn.avg_pool1d(levels[..., None], NORM, 1, "VALID"), axis=2)
 
-    def gru1_input(seen):
-        hidden = tf.nn.relu(tf.matmul(seen, c["inp_w"]) + c["inp_b"])
+    def gru1_input(relative):
+        hidden = tf.nn.relu(tf.matmul(relative, c["inp_w"]) + c["inp_b"])
         return tf.matmul(hidden, c["gru1_w"]) + c["gru1_b"][0:1]
 
     def gru(x_part, h, name):
@@ -188,64 +147,60 @@ def _graph_parts(training: Any, smooth_low: bool) -> Any:
                               tf.TensorShape([None, None, units])))
         return outs, h1, h2
 
-    def head(hidden, seen):
-        return tf.sigmoid(tf.matmul(tf.concat([hidden, seen], axis=1), c["head_w"])
+    def head(hidden, relative):
+        return tf.sigmoid(tf.matmul(tf.concat([hidden, relative], axis=1), c["head_w"])
                           + c["head_b"])
 
     def apply(re, im, held):
         gains = tf_high_band_floor(tf_bin_gains(held, smooth_low), re, im)
         return tf_inverse(re * gains, im * gains)
 
-    return SimpleNamespace(units=units, ahead=ahead, spectrum=spectrum, features=tf_features,
+    return SimpleNamespace(units=units, spectrum=spectrum, features=tf_features,
                            window_mean=window_mean, gru1_input=gru1_input, recur=recur,
                            head=head, apply=apply)
 
 
 def cell_module(training: Any, grid: int = GRID, hold: int = HOLD, release: float = RELEASE,
                 smooth_low: bool = SMOOTH_LOW) -> Any:
-    """The file graph: ``[LEAD + n + ahead, FRAME, 1]`` windowed consecutive frames, the first
-    ``LEAD`` only look-back and the last ``ahead`` (the model's) only look-ahead, to as many
-    frames (those frames' outputs are to be dropped). The ``n`` frames are cut into cells of
-    ``grid`` from the first on (the last one padded with silence); each cell's GRUs start
-    from zeros ``WARM`` frames before its first frame, and the cells run side by side, a row
-    each. So a block's output
-    depends on where it starts on the grid: the service starts every block of a file at a
-    multiple of ``grid`` frames (the model card's ``grid_frames``)."""
+    """The file graph: ``[LEAD + n, FRAME, 1]`` windowed consecutive frames, the first
+    ``LEAD`` only look-back, to as many frames (zeros for those ``LEAD``). The ``n`` frames
+    are cut into cells of ``grid`` from the first on (the last one padded with silence); each
+    cell's GRUs start from zeros ``WARM`` frames before its first frame, and the cells run
+    side by side, a row each. So a block's output depends on where it starts on the grid: the
+    service starts every block of a file at a multiple of ``grid`` frames (the model card's
+    ``grid_frames``)."""
     import tensorflow as tf
 
     p = _graph_parts(training, smooth_low)
-    ahead, length = p.ahead, LEAD + grid
+    length = LEAD + grid
     steps = length - NORM + 1
-    width = FEATURES * (1 + ahead)
 
     class Cells(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, FRAME, 1], tf.float32, "audio")])
         def serve(self, frames):
             total = tf.shape(frames)[0]
-            cells = tf.maximum(1, (total - LEAD - ahead + grid - 1) // grid)
-            # A last cell short of frames gets silence, and its look-ahead after it.
+            cells = tf.maximum(1, (total - LEAD + grid - 1) // grid)
             padded = tf.pad(tf.reshape(frames, [-1, FRAME]),
-                            [[0, tf.maximum(0, LEAD + cells * grid + ahead - total)], [0, 0]])
+                            [[0, LEAD + cells * grid - total], [0, 0]])
             re, im = p.spectrum(padded)
             feats = p.features(re, im)
-            rows = tf.reshape(tf.range(cells)[:, None] * grid
-                              + tf.range(length + ahead)[None], [-1])
-            feats = tf.reshape(tf.gather(feats, rows), [cells, length + ahead, FEATURES])
-            seen = with_future(feats[:, NORM - 1:]
-                               - p.window_mean(tf.reduce_mean(feats, axis=2))[..., None], ahead)
-            seen = tf.reshape(seen, [-1, width])
-            x1 = tf.reshape(p.gru1_input(seen), [cells, steps, -1])
+            rows = tf.reshape(tf.range(cells)[:, None] * grid + tf.range(length)[None],
+                              [-1])
+            feats = tf.reshape(tf.gather(feats, rows), [cells, length, FEATURES])
+            relative = (feats[:, NORM - 1:]
+                        - p.window_mean(tf.reduce_mean(feats, axis=2))[..., None])
+            x1 = tf.reshape(p.gru1_input(tf.reshape(relative, [-1, FEATURES])),
+                            [cells, steps, -1])
             zeros = tf.zeros([cells, p.units])
             outs, _, _ = p.recur(tf.transpose(x1, [1, 0, 2]), zeros, zeros)
             hidden = tf.reshape(tf.transpose(outs, [1, 0, 2]), [-1, p.units])
-            raw = tf.reshape(p.head(hidden, seen), [cells, steps, FEATURES])
+            raw = tf.reshape(p.head(hidden, tf.reshape(relative, [-1, FEATURES])),
+                             [cells, steps, FEATURES])
             held = raw[:, WARM:]
             for k in range(1, hold + 1):
                 held = tf.maximum(held, release ** k * raw[:, WARM - k:steps - k])
-            end = LEAD + cells * grid
-            out = p.apply(re[LEAD:end], im[LEAD:end], tf.reshape(held, [-1, FEATURES]))
-            out = tf.concat([tf.zeros([LEAD, FRAME]), out, tf.zeros([ahead, FRAME])],
-                            axis=0)[:total]
+            out = p.apply(re[LEAD:], im[LEAD:], tf.reshape(held, [-1, FEATURES]))
+            out = tf.concat([tf.zeros([LEAD, FRAME]), out], axis=0)[:total]
             return tf.reshape(out, [-1, FRAME, 1])
 
     return Cells()
@@ -259,13 +214,11 @@ def stream_state_size(units: int = UNITS, hold: int = HOLD) -> int:
 
 def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
                        release: float = RELEASE, smooth_low: bool = SMOOTH_LOW) -> Any:
-    """The stream graph: (``[n + ahead, FRAME, 1]`` a stream's next windowed frames and the
-    model's look-ahead after them, ``[1, S]`` its state) to (as many frames: the ``n``
-    enhanced, then ``ahead`` to drop; the state after the ``n``), equal to
-    :func:`cell_module`'s output frame for frame. Two rows run: row 0 the current cell's
-    GRUs, row 1 the next cell's, from zeros ``WARM`` frames before it starts; there row 1
-    becomes row 0. A stream starts from a zero state with ``LEAD`` frames of silence in
-    front, as cell 0 does."""
+    """The stream graph: (``[n, FRAME, 1]`` a stream's next windowed frames, ``[1, S]`` its
+    state) to (the enhanced frames, the state after them), equal to :func:`cell_module`'s
+    output frame for frame. Two rows run: row 0 the current cell's GRUs, row 1 the next
+    cell's, from zeros ``WARM`` frames before it starts; there row 1 becomes row 0. A stream
+    starts from a zero state with ``LEAD`` frames of silence in front, as cell 0 does."""
     import tensorflow as tf
 
     p = _graph_parts(training, smooth_low)
@@ -278,15 +231,14 @@ def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
                                       tf.TensorSpec([1, size], tf.float32, "state")])
         def step(self, frames, state):
             re, im = p.spectrum(frames)
-            count = tf.shape(re)[0] - p.ahead
+            count = tf.shape(re)[0]
             feats = p.features(re, im)
             at = 1
             levels = tf.concat([state[0, at:at + NORM - 1], tf.reduce_mean(feats, axis=1)],
                                axis=0)
             at += NORM - 1
-            seen = with_future(feats - tf.reshape(p.window_mean(levels[None]), [-1, 1]),
-                               p.ahead)
-            x1 = p.gru1_input(seen)
+            relative = feats - tf.reshape(p.window_mean(levels[None]), [-1, 1])
+            x1 = p.gru1_input(relative)
             h1 = tf.reshape(state[0, at:at + 2 * units], [2, units])
             h2 = tf.reshape(state[0, at + 2 * units:at + 4 * units], [2, units])
             at += 4 * units
@@ -309,8 +261,8 @@ def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
             x_rows = tf.tile(x1[:, None], [1, 2, 1])
             outs, h1, h2 = p.recur(x_rows, h1, h2, before_step)
             both = tf.reshape(p.head(tf.reshape(outs, [-1, units]),
-                                     tf.reshape(tf.tile(seen[:, None], [1, 2, 1]),
-                                                [count * 2, -1])),
+                                     tf.reshape(tf.tile(relative[:, None], [1, 2, 1]),
+                                                [-1, FEATURES])),
                               [count, 2, FEATURES])
             past = tf.reshape(state[0, at:at + 2 * hold * FEATURES], [hold, 2, FEATURES])
             raw = tf.concat([past, both], axis=0)  # [hold + count, 2, FEATURES]
@@ -321,12 +273,11 @@ def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
                 back = tf.where((phases >= k)[:, None], raw[hold - k:hold - k + count, 0],
                                 raw[hold - k:hold - k + count, 1])
                 held = tf.maximum(held, release ** k * back)
-            out = tf.concat([p.apply(re[:count], im[:count], held),
-                             tf.zeros([p.ahead, FRAME])], axis=0)
+            out = p.apply(re, im, held)
             after = tf.concat([
                 tf.reshape(tf.cast(tf.math.floormod(tf.cast(state[0, 0], tf.int32) + count,
                                                     grid), tf.float32), [1, 1]),
-                tf.reshape(levels[count:count + NORM - 1], [1, NORM - 1]),
+                tf.reshape(levels[count:], [1, NORM - 1]),
                 tf.reshape(h1, [1, -1]), tf.reshape(h2, [1, -1]),
                 tf.reshape(raw[count:], [1, 2 * hold * FEATURES])], axis=1)
             return tf.reshape(out, [-1, FRAME, 1]), after

@@ -204,15 +204,14 @@ def spectral_loss(targets, estimate):
 
 
 def enhance_frames(run: Callable[[np.ndarray], np.ndarray], audio: np.ndarray,
-                   context: int, lookahead: int = 0) -> np.ndarray:
+                   context: int) -> np.ndarray:
     """All of ``audio`` through ``run`` (``[n, FRAME]`` windowed frames to as many) in one
     block, as the pool runs a file that fits one segment: ``context`` frames of silence in
-    front and ``lookahead`` after, those outputs dropped, overlap-add."""
+    front, those outputs dropped, overlap-add."""
     framing = Framing(FRAME, HOP, "sqrt-hann")
     frames = framing.split(audio).block(0, 1 << 30)
-    padded = np.concatenate([np.zeros((context, FRAME), np.float32), frames,
-                             np.zeros((lookahead, FRAME), np.float32)])
-    return framing.join(run(padded)[context:context + frames.shape[0]], audio.shape[0])
+    padded = np.concatenate([np.zeros((context, FRAME), np.float32), frames])
+    return framing.join(run(padded)[context:], audio.shape[0])
 
 
 def enhance_keras(serving, audio: np.ndarray, context: int) -> np.ndarray:

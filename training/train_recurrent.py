@@ -26,12 +26,11 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from training.denoiser_model import BANDS, BINS, FEATURES, FLOOR, FRAME, LOW_BINS, RATE, TOP_HZ
-from training.recurrent_model import AHEAD, LEAD, UNITS, build_training, widened
+from training.denoiser_model import BANDS, BINS, FEATURES, FRAME, LOW_BINS, RATE, TOP_HZ
+from training.recurrent_model import LEAD, UNITS, build_training
 from training.train import DEFAULT_OUTPUT, FREQS, Framed, TrainingData, spectral_loss
 
 FRAMES = 192  # a training run's frames after its warm-up: the service's grid cell
@@ -40,22 +39,20 @@ MORE_NOISE_CYCLE = 2  # from this cycle on: more recorded music and sounds, Adam
 # the model kept is the mean of the weights before and after those cycles (see the docstring)
 
 
-def runs(pool: list[Framed], batch: int, frames: int, rng: np.random.Generator,
-         ahead: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``batch`` random runs: features ``[batch, LEAD + frames + ahead, FEATURES]`` (silence's
-    after a mixture's end), the noisy spectrum's parts ``[batch · frames, 2, BINS]`` and the
-    targets ``[batch · frames, 3, BINS]`` (clean re, clean im, and the noisy energy and the
-    first bin above the bandwidth, as :func:`training.train.examples` makes them)."""
-    feats = np.full((batch, frames + LEAD + ahead, FEATURES), np.log(np.float32(FLOOR)),
-                    np.float32)
+def runs(pool: list[Framed], batch: int, frames: int, rng: np.random.Generator
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``batch`` random runs: features ``[batch, LEAD + frames, FEATURES]``, the noisy
+    spectrum's parts ``[batch · frames, 2, BINS]`` and the targets ``[batch · frames, 3,
+    BINS]`` (clean re, clean im, and the noisy energy and the first bin above the bandwidth,
+    as :func:`training.train.examples` makes them)."""
+    feats = np.empty((batch, frames + LEAD, FEATURES), np.float32)
     noisy = np.empty((batch, frames, BINS), np.complex64)
     clean = np.empty((batch, frames, BINS), np.complex64)
     bandwidth = np.empty((batch, frames), np.float32)
     for b in range(batch):
         item = pool[int(rng.integers(len(pool)))]
-        start = int(rng.integers(0, max(item.noisy.shape[0] - frames - ahead, 0) + 1))
-        piece = item.features[start:start + frames + LEAD + ahead]
-        feats[b, :len(piece)] = piece
+        start = int(rng.integers(0, max(item.noisy.shape[0] - frames, 0) + 1))
+        feats[b] = item.features[start:start + frames + LEAD]
         noisy[b], clean[b] = item.noisy[start:start + frames], item.clean[start:start + frames]
         bandwidth[b] = item.bandwidth
     noisy, clean = noisy.reshape(-1, BINS), clean.reshape(-1, BINS)
@@ -84,10 +81,7 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
     def new_pairs(count: int) -> list[Framed]:
         return data_set.new_pairs(count, LEAD)
 
-    def ahead_in(cycle: int) -> int:
-        return AHEAD if cycle >= MORE_NOISE_CYCLE else 0
-
-    model = build_training(units, seed, ahead=ahead_in(first_cycle - 1))
+    model = build_training(units, seed)
     if resume is not None:
         model.load_weights(resume)
     _, spread = erb_band_matrices()
@@ -100,54 +94,46 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
                          tf.ones_like(band[:, LOW_BINS + 1:])], axis=1)
         return band * low * top_t
 
-    def trainer(model: keras.Model, first_rate: float) -> tuple[keras.Model, Any]:
-        """``model``, a fresh Adam and the training step of the two."""
-        optimizer = keras.optimizers.Adam(first_rate)
+    optimizer = keras.optimizers.Adam(cycles[0][0])
 
-        @tf.function
-        def step(feats, noisy, targets):
-            with tf.GradientTape() as tape:
-                gains = tf.reshape(model(feats, training=True), [-1, FEATURES])
-                loss = tf.reduce_mean(spectral_loss(targets,
-                                                    noisy * bin_gains(gains)[:, None, :]))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
+    @tf.function
+    def step(feats, noisy, targets):
+        with tf.GradientTape() as tape:
+            gains = tf.reshape(model(feats, training=True), [-1, FEATURES])
+            loss = tf.reduce_mean(spectral_loss(targets, noisy * bin_gains(gains)[:, None, :]))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
 
-        return optimizer, step
-
-    optimizer, step = trainer(model, cycles[0][0])
     pool = new_pairs(pool_size)
     prepared = time.monotonic() - started
     fresh, chunk = max(1, pool_size // 10), 10
 
-    def next_chunk(ahead: int):
+    def next_chunk():
         """Freshen part of the pool and draw a chunk's runs (in the prefetch thread)."""
         nonlocal pool
         pool = pool[fresh:] + new_pairs(fresh)
-        return [runs(pool, batch, FRAMES, rng, ahead) for _ in range(chunk)]
+        return [runs(pool, batch, FRAMES, rng) for _ in range(chunk)]
 
     steps, losses, before_more_noise = 0, [], None
     with ThreadPoolExecutor(1) as prefetch:
-        upcoming = prefetch.submit(next_chunk, ahead_in(first_cycle))
+        upcoming = prefetch.submit(next_chunk)
         for cycle, (first_rate, cycle_steps) in enumerate(cycles):
             if cycle < first_cycle:
                 continue
             for done in range(0, cycle_steps, chunk):
                 examples = upcoming.result()  # (no prefetch runs now: the noises can change)
                 if done == 0 and cycle == MORE_NOISE_CYCLE:
-                    # New noises, the look-ahead's inputs (zero weights at first), and a
-                    # fresh Adam, so that a run resumed here (``--resume``) is the same as one
-                    # that went through.
-                    model = widened(model, AHEAD, seed)
-                    optimizer, step = trainer(model, first_rate)
+                    # New noises, and Adam's moments and step count from zero, so that a
+                    # run resumed here (``--resume``) is the same as one that went through.
                     before_more_noise = model.get_weights()
                     data_set.add_more_noise(smoke)
+                    for variable in optimizer.variables:
+                        variable.assign(tf.zeros_like(variable))
                 # Each cycle: first_rate down to 1e-5, exponentially over its steps.
                 optimizer.learning_rate.assign(first_rate * (1e-5 / first_rate)
                                                ** (done / cycle_steps))
-                last = done + chunk >= cycle_steps
-                upcoming = prefetch.submit(next_chunk, ahead_in(cycle + last))
+                upcoming = prefetch.submit(next_chunk)
                 for feats, parts, targets in examples:
                     losses.append(float(step(feats, parts, targets)))
                 steps += chunk
@@ -168,9 +154,8 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
                 "to the noisy frame's energy, on each run's last frames",
         "training": f"runs of {LEAD} + {FRAMES} frames, batch {batch}; Adam, "
                     + ", then ".join(f"{n} steps from {r:g} down to 1e-5" for r, n in cycles)
-                    + f" (from cycle {MORE_NOISE_CYCLE + 1} on: {AHEAD} frames of look-ahead "
-                      f"(their weights from zero), more noises, Adam restarted; the weights "
-                      f"kept are the mean of those before and after it)"
+                    + f" (Adam restarted and more noises from cycle {MORE_NOISE_CYCLE + 1}; "
+                      f"the weights kept are the mean of those before and after it)"
                     + (f"; this run resumed from the weights after cycle {first_cycle}"
                        if resume is not None else "")
                     + f"; data {prepared / 60:.1f} min, total {trained / 60:.1f} min; final "
