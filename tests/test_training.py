@@ -97,6 +97,17 @@ def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_
 
         assert same_bits(asyncio.run(streamed()), expected)
 
+
+def test_resuming_a_later_cycle_without_weights_is_refused_before_any_work():
+    """``--first-cycle`` skips cycles, so it needs the weights they would have made."""
+    result = subprocess.run([sys.executable, "-m", "training.train_recurrent", "--first-cycle",
+                             "2", "--output", os.devnull], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith(
+        "error: --first-cycle needs --resume: the weights those cycles would start from")
+
+
 def served_bin_gains(raw: np.ndarray, first: int) -> np.ndarray:
     """NumPy's account of what serving does with raw band and low-bin gains: from row
     ``first`` on, each held at RELEASE^k times the gains k <= HOLD rows back, each low bin's

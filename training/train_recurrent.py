@@ -184,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.first_cycle and args.resume is None:
+        parser.error("--first-cycle needs --resume: the weights those cycles would start from")
     if args.smoke:
         result = train(args.output, args.seed, cycles=((1e-3, 10),) * (MORE_NOISE_CYCLE + 1),
                        units=16, batch=2, pool_size=8, espeak_utterances=4, smoke=True)
