@@ -56,16 +56,6 @@ def pieces_from_clips(clips: list[Clip], seconds: float, rng: np.random.Generato
     return out
 
 
-def at_speed(piece: Piece, factor: float) -> Piece:
-    """``piece`` played ``factor`` times as fast: pitch, formants and tempo all scale, which
-    makes new voices of the same speakers (speed perturbation, Ko et al. 2015); so does its
-    bandwidth."""
-    import soxr
-
-    audio = soxr.resample(piece.audio, RATE, RATE / factor).astype(np.float32)
-    return Piece(audio, min(piece.bandwidth * factor, RATE / 2))
-
-
 def _events(length: int, rng: np.random.Generator, recorded: list[np.ndarray]) -> np.ndarray:
     """Sparse non-stationary sounds: recorded event sounds and synthetic knocks and clicks."""
     x = np.zeros(length)

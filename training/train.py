@@ -69,7 +69,6 @@ class TrainingData:
     espeak_utterances: int
     rng: np.random.Generator
     more_noise: bool = False  # whether music and events draw on MORE_NOISE_PACKAGES too
-    speed_spread: float = 0.0  # real speech pieces play at 1 ± up to this speed
 
     @classmethod
     def load(cls, seed: int, smoke: bool, espeak_utterances: int,
@@ -104,9 +103,6 @@ class TrainingData:
         wide = count // 3
         real = (mixing.pieces_from_clips(full_band, 3.0, rng, wide)
                 + mixing.pieces_from_clips(self.clips, 3.0, rng, count - count // 4 - wide))
-        if self.speed_spread:
-            real = [mixing.at_speed(p, rng.uniform(1 - self.speed_spread, 1 + self.speed_spread))
-                    for p in real]
         fake = [self.synthetic[int(rng.integers(len(self.synthetic)))]
                 for _ in range(count // 4)]
         pairs = mixing.training_pairs(real + fake, count, rng, [c.audio for c in self.clips],

@@ -35,7 +35,6 @@ from training.train import DEFAULT_OUTPUT, FREQS, Framed, TrainingData, spectral
 
 FRAMES = 192  # a training run's frames after its warm-up: the service's grid cell
 CYCLES = ((1e-3, 3840), (3e-4, 3560), (3e-4, 3000))  # (first learning rate, steps) of each
-SPEED_SPREAD = 0.12  # EXPERIMENT: real speech at 0.88-1.12x speed from MORE_NOISE_CYCLE on
 MORE_NOISE_CYCLE = 2  # from this cycle on: more recorded music and sounds, Adam restarted;
 # the model kept is the mean of the weights before and after those cycles (see the docstring)
 
@@ -129,7 +128,6 @@ def train(output: Path, seed: int, cycles: tuple[tuple[float, int], ...], units:
                     # run resumed here (``--resume``) is the same as one that went through.
                     before_more_noise = model.get_weights()
                     data_set.add_more_noise(smoke)
-                    data_set.speed_spread = SPEED_SPREAD
                     for variable in optimizer.variables:
                         variable.assign(tf.zeros_like(variable))
                 # Each cycle: first_rate down to 1e-5, exponentially over its steps.
