@@ -4,7 +4,7 @@
 Run: ``python -m training.step_cost [UNITS ...]`` (prints a Markdown table). Times the model's
 forward and backward pass and Adam's update on one batch of runs as ``make train`` draws them
 (16 runs of ``LEAD`` + 192 frames), float32 and bfloat16, best of 10 after two warm-up steps.
-The data, the spectra and the loss add about 170 ms a step at any width (``make train``'s
+The data, the spectra and the loss add about 200 ms a step at any width (``make train``'s
 cycles 1-2: 59.6 minutes for 7,400 steps).
 """
 
