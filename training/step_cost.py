@@ -11,10 +11,10 @@ cycles 1-2: 59.6 minutes for 7,400 steps).
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
+from bench.scaling import best_time
 from training.denoiser_model import FEATURES
 from training.recurrent_model import LEAD, UNITS
 from training.train_recurrent import CYCLES, FRAMES
@@ -45,13 +45,8 @@ def step_seconds(units: int, policy: str) -> float:
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
-        step(feats), step(feats)
-        times = []
-        for _ in range(10):
-            started = time.perf_counter()
-            step(feats).numpy()
-            times.append(time.perf_counter() - started)
-        return min(times)
+        step(feats)  # traces; best_time runs one more warm-up step
+        return best_time(lambda: step(feats).numpy(), 10)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
