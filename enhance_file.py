@@ -4,8 +4,9 @@
         --destination-file enhanced.wav
 
 The same command is installed as ``enhance`` by ``pip install .``. The work is done in the
-:mod:`enhancer` package: ``enhancer.cli`` (this command), ``enhancer.files`` (file IO),
-``enhancer.enhancer`` (``AudioEnhancer``), ``enhancer.pool`` (the worker processes).
+:mod:`enhancer` package: ``enhancer.apps.cli`` (this command), ``enhancer.apps.enhance_files``
+(file IO), ``enhancer.audio_enhancer`` (``AudioEnhancer``), ``enhancer.backends.pool`` (the
+worker processes).
 ``from enhance_file import AudioEnhancer`` still works. Nothing is imported at the top:
 spawned workers re-import this script and should load only what they run.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from enhancer.enhancer import AudioEnhancer
+    from enhancer.audio_enhancer import AudioEnhancer
     from enhancer.errors import EnhancerError
 
 __all__ = ["AudioEnhancer", "EnhancerError"]
@@ -33,7 +34,7 @@ if __name__ == "__main__":
     import logging
     import sys
 
-    from enhancer.cli import run_cli
+    from enhancer.apps.cli import run_cli
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     sys.exit(run_cli(prog="enhance_file.py"))

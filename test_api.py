@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from audio_manipulations import AudioFormat, encode_audio
 from enhance_file import AudioEnhancer
-from enhancer.settings import Settings
+from enhancer.audio.encode import encode_audio
+from enhancer.audio.formats import AudioFormat
 from main import create_app
+from service.settings import Settings
 from tests.helpers import (
     PASSTHROUGH,
     ROOT,
@@ -406,7 +407,7 @@ def test_the_page_is_served_at_the_root(client):
 
 
 def test_the_denoiser_is_chosen_with_the_model_field(client):
-    from enhancer.metrics import si_sdr
+    from bench.metrics import si_sdr
 
     clean = np.fromfile(SAMPLES / "speech_48000.f32", dtype="<f4")
     noisy = clean + random_audio(len(clean), seed=8) * np.float32(0.3)

@@ -15,8 +15,8 @@ from functools import partial
 import numpy as np
 
 from bench.scaling import best_time
-from enhancer.model_card import load_card
-from enhancer.model_runner import ModelRunner, StreamStepRunner
+from enhancer.model.card import load_card
+from enhancer.model.runner import ModelRunner, StreamStepRunner
 from enhancer.paths import DENOISER_MODEL
 
 STREAM_CHUNK_S = 0.010  # the stream benchmark's chunk: 10 ms

@@ -15,9 +15,9 @@ from collections import defaultdict
 import numpy as np
 from scipy.signal import istft, resample_poly, stft
 
+from bench.metrics import si_sdr
 from bench.readme import update_section
 from enhancer import AudioEnhancer
-from enhancer.metrics import si_sdr
 from enhancer.paths import DENOISER_MODEL, PROJECT_DIR
 from training import data
 

@@ -22,11 +22,11 @@ from collections import defaultdict
 import numpy as np
 import soxr
 
+from bench.metrics import BAND_EDGES_HZ, band_change_db, si_sdr
 from bench.quality import aligned, mean, noisereduce_default, rnnoise, targets_table
 from bench.readme import update_section
 from enhancer import AudioEnhancer
-from enhancer.framing import Framing
-from enhancer.metrics import BAND_EDGES_HZ, band_change_db, si_sdr
+from enhancer.model.framing import Framing
 from enhancer.paths import DENOISER_MODEL, PROJECT_DIR
 from training import mixing, real_data
 from training.denoiser_model import FRAME, HOP, LOW_BINS, TOP_HZ, erb_band_matrices

@@ -85,7 +85,7 @@ def main() -> None:
 
     import ray
 
-    from enhancer.ray_backend import RayOptions
+    from enhancer.backends.ray.backend import RayOptions
 
     begun = time.perf_counter()
     ray.init(address="local", num_cpus=2, include_dashboard=False,

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audio_manipulations import convert_to_required_format
 from bench.readme import update_section
 from enhancer import AudioEnhancer
-from enhancer.framing import FrameSource
-from enhancer.model_runner import ModelRunner
+from enhancer.audio.resample import convert_to_required_format
+from enhancer.model.framing import FrameSource
+from enhancer.model.runner import ModelRunner
 from tests.helpers import DENOISER, PASSTHROUGH, ROOT, LiveServer, children_of, cpu_seconds
 
 HEAVY = ROOT / "bench" / "heavy_model.tflite"
@@ -104,8 +104,8 @@ def pool_vs_one_interpreter(audio: np.ndarray) -> list[Figure]:
 def _one_frame_round_trip() -> tuple[float, float]:
     """p50 and p99 of one live 1-frame segment through a 2-worker pool, seconds: a stream's
     chunk after its first, through the model's stream step with its state where it has one."""
-    from enhancer.backend import Priority
-    from enhancer.segments import ChannelJob, Job
+    from enhancer.backends.base import Priority
+    from enhancer.model.grid import ChannelJob, Job
 
     times = []
     with AudioEnhancer(DENOISER, num_processes=2) as pool:

@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from bench.readme import update_section
-from enhancer.client import StreamError, stream_enhance
+from enhancer.apps.client import StreamError, stream_enhance
 from tests.helpers import ROOT, LiveServer, children_of, raw, wait_until_gone, workers_of
 
 RESULTS = ROOT / "bench" / "soak.md"

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.readme import update_section
-from enhancer.client import StreamError, stream_enhance
+from enhancer.apps.client import StreamError, stream_enhance
 from tests.helpers import DENOISER, ROOT, LiveServer, children_of, cpu_seconds, workers_of
 
 RESULTS = ROOT / "bench" / "stream_results.md"

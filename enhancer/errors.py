@@ -1,7 +1,7 @@
 """Every error the enhancement library raises on purpose.
 
 Library code raises these and knows nothing of HTTP or exit codes: ``service.schemas`` alone
-maps them to HTTP status codes, ``enhancer.cli`` alone to exit status 2 and one line.
+maps them to HTTP status codes, ``enhancer.apps.cli`` alone to exit status 2 and one line.
 """
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enhancer.enhancer import AudioEnhancer
+from enhancer.audio_enhancer import AudioEnhancer
 from enhancer.errors import ModelError, UnknownModel
-from enhancer.model_card import card_path_for
+from enhancer.model.card import card_path_for
 
 if TYPE_CHECKING:
-    from enhancer.settings import Settings
+    from enhancer.config import EngineSettings
 
 
 class ModelRegistry:
@@ -44,7 +44,7 @@ class ModelRegistry:
         self.default_name = next(iter(self.enhancers))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelRegistry:
+    def from_settings(cls, settings: EngineSettings) -> ModelRegistry:
         """Every model the settings ask for, each on its own pool."""
         return cls(settings.model_path, settings.models_dir, settings.NUM_PROCESSES,
                    settings.DESIRED_SAMPLE_RATE,

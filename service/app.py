@@ -17,7 +17,6 @@ from fastapi.staticfiles import StaticFiles
 
 from enhancer.errors import EnhancerError
 from enhancer.registry import ModelRegistry
-from enhancer.settings import Settings, load_settings
 from service.deps import require_api_key
 from service.middleware import (
     EnhanceLimits,
@@ -27,7 +26,8 @@ from service.middleware import (
     error_response,
 )
 from service.routes import STATIC_DIR, keyed_router, router
-from service.streams import StreamCount, stream_router
+from service.settings import Settings, load_settings
+from service.stream_routes import StreamCount, stream_router
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own start-up lines
 

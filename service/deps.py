@@ -8,8 +8,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
 from enhancer.registry import ModelRegistry
-from enhancer.settings import Settings
 from service.middleware import Metrics, keys_equal
+from service.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enhancer.errors import EnhancerError, Overloaded, TooLarge
-from enhancer.settings import Settings
 from service.schemas import RETRY_AFTER_S, status_for
+from service.settings import Settings
 
 
 def error_response(error: EnhancerError) -> JSONResponse:

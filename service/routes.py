@@ -21,15 +21,15 @@ from fastapi.responses import (
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from audio_manipulations import (
+from enhancer.audio.decode import open_memory, read_decoded
+from enhancer.audio.encode import encode_audio_view
+from enhancer.audio.formats import (
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     SUPPORTED_FORMATS_TEXT,
     decoded_samples,
 )
-from enhancer.enhancer import MAX_ATTEN_LIM_DB
-from enhancer.reading import open_memory, read_decoded
-from enhancer.writing import encode_audio_view
+from enhancer.model.attenuation import MAX_ATTEN_LIM_DB
 from service.deps import MetricsDep, ModelsDep, SettingsDep
 from service.middleware import InflightMemory
 from service.schemas import AUDIO_RESPONSE, Health, ModelInfo, RawFormat, Readiness, error

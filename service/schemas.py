@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from audio_manipulations import MEDIA_TYPES, RAW_FORMATS
+from enhancer.audio.formats import MEDIA_TYPES, RAW_FORMATS
 from enhancer.errors import (
     EnhancerClosed,
     EnhancerError,

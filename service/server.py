@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from enhancer.settings import Settings
+    from service.settings import Settings
 
 # Files kept free below the open-file limit for logs, models and the workers' pipes.
 RESERVED_FILES = 64
@@ -39,8 +39,8 @@ def raise_open_file_limit() -> int:
 def check_models(settings: Settings) -> None:
     """Load every model and card the service would serve, so a bad one stops the start with
     one line (``ModelError``) before any worker starts."""
-    from enhancer.model_card import card_path_for, framing_for, load_card
-    from enhancer.model_runner import ModelRunner, StreamStepRunner
+    from enhancer.model.card import card_path_for, framing_for, load_card
+    from enhancer.model.runner import ModelRunner, StreamStepRunner
 
     paths = [settings.model_path, *sorted(
         p for p in settings.models_dir.glob("*.tflite") if card_path_for(p).is_file())]
@@ -55,7 +55,7 @@ def check_models(settings: Settings) -> None:
 def main() -> None:
     """Read the settings and serve on ``APP_INTERFACE:APP_PORT`` until SIGINT or SIGTERM."""
     from enhancer.errors import EnhancerError
-    from enhancer.settings import SettingsError, load_settings
+    from service.settings import SettingsError, load_settings
 
     try:
         settings = load_settings()
@@ -65,7 +65,7 @@ def main() -> None:
 
     import uvicorn
 
-    from service.protocol import GUARDED_PROTOCOL
+    from service.http_protocol import GUARDED_PROTOCOL
 
     open_files = raise_open_file_limit()
     # Beyond this many connections uvicorn answers 503 at once, before running out of files.

@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_manipulations import (
-    AudioFormat,
-    AudioInfo,
-    AudioReader,
-    Budget,
-    decode_audio,
-    probe_audio,
-)
+from enhancer.audio.decode import AudioReader, decode_audio, probe_audio
+from enhancer.audio.formats import AudioFormat, AudioInfo, Budget
 from enhancer.errors import InvalidAudio, TooLarge
-from enhancer.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, SettingsError, load_settings
 
 
 def flac(samples: np.ndarray, rate: int, declared: int | None = None) -> bytes:

@@ -152,7 +152,7 @@ def test_long_input_shows_a_progress_bar(tmp_path):
 
 def test_cli_and_service_never_import_tensorflow(tmp_path):
     code = ("import sys, enhance_file, main\n"
-            "from enhancer.cli import run_cli\n"
+            "from enhancer.apps.cli import run_cli\n"
             "from service.app import create_app\n"
             "create_app()\n"
             f"run_cli(['--source-file', {str(SAMPLES / 'speech_16000.f32')!r}, "
@@ -164,7 +164,7 @@ def test_cli_and_service_never_import_tensorflow(tmp_path):
 
 
 def test_the_default_model_is_the_speech_denoiser(tmp_path):
-    from enhancer.metrics import si_sdr
+    from bench.metrics import si_sdr
 
     clean, rate = sf.read(SAMPLES / "speech_48000.wav", dtype="float32")
     noise = np.random.default_rng(5).standard_normal(len(clean)).astype(np.float32)

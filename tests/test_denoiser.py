@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.metrics import band_change_db, si_sdr
 from enhancer import AudioEnhancer
-from enhancer.framing import Framing
-from enhancer.metrics import band_change_db, si_sdr
-from enhancer.model_card import load_card
-from enhancer.model_runner import ModelRunner
+from enhancer.model.card import load_card
+from enhancer.model.framing import Framing
+from enhancer.model.runner import ModelRunner
 from tests.helpers import ROOT, SAMPLES
 
 DENOISER = ROOT / "models" / "denoiser_48k.tflite"

@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_manipulations import (
-    AUDIO_SUFFIXES,
-    MEDIA_TYPES,
-    SUPPORTED_FORMATS_TEXT,
-    AudioFormat,
-    AudioWriter,
-    decode_audio,
-    encode_audio,
-    probe_audio,
-    quantize,
-)
+from enhancer.audio.decode import decode_audio, probe_audio
+from enhancer.audio.encode import AudioWriter, encode_audio, quantize
+from enhancer.audio.formats import AUDIO_SUFFIXES, MEDIA_TYPES, SUPPORTED_FORMATS_TEXT, AudioFormat
 from enhancer.errors import InvalidAudio, UnsupportedFormat
 from tests.helpers import SAMPLES
 
@@ -125,7 +117,7 @@ def test_float_output_keeps_values_above_one():
 def test_the_services_byte_view_of_an_encoding_is_the_encoding(container, subtype):
     """The service answers from a view of the encoded bytes (a copy of a long answer would
     hold the GIL, and the event loop with it); the view holds the same bytes."""
-    from enhancer.writing import encode_audio_view
+    from enhancer.audio.encode import encode_audio_view
 
     samples = np.random.default_rng(3).uniform(-1.2, 1.2, (4000, 2)).astype(np.float32)
     fmt = AudioFormat(container, subtype)

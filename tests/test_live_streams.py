@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from enhancer import AudioEnhancer
-from enhancer.client import StreamError, StreamSummary, stream_enhance, stream_enhance_sync
+from enhancer.apps.client import StreamError, StreamSummary, stream_enhance, stream_enhance_sync
 from tests.helpers import DENOISER, LiveServer, random_audio, raw, same_bits, workers_of
 
 RATES = [16000, 44100, 48000]
@@ -57,7 +57,7 @@ def test_queued_chunks_of_many_streams_share_tasks_and_each_stream_stays_exact()
     """Chunks that queue up (here: 20 streams push while the only worker is stopped) are
     taken several to a task, at most MAX_CHUNKS_PER_TASK, and each stream still gets exactly
     its own audio."""
-    from enhancer.pool import MAX_CHUNKS_PER_TASK
+    from enhancer.backends.pool.pool import MAX_CHUNKS_PER_TASK
 
     audios = [random_audio(24000 + 31 * i, seed=100 + i) for i in range(20)]
     with AudioEnhancer(DENOISER, num_processes=1) as enhancer:
@@ -159,7 +159,7 @@ def test_a_stateless_models_stream_step_equals_its_file_path(lookback_model, chu
 
 
 def test_a_step_chunk_longer_than_a_segment_is_refused_by_the_pool(denoiser):
-    from enhancer.segments import ChannelJob, Job
+    from enhancer.model.grid import ChannelJob, Job
 
     frames = denoiser.max_segment_frames + 1
     context, size = denoiser.card.context_frames, denoiser.card.stream_state_size

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from enhancer.model_runner import ModelRunner
+from enhancer.model.runner import ModelRunner
 from tests.helpers import PASSTHROUGH, ROOT, random_audio, same_bits
 
 

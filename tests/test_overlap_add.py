@@ -10,7 +10,7 @@ import pytest
 
 from enhancer import AudioEnhancer
 from enhancer.errors import ModelError
-from enhancer.framing import Framing
+from enhancer.model.framing import Framing
 from tests.helpers import PASSTHROUGH, random_audio
 
 

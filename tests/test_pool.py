@@ -18,8 +18,8 @@ import pytest
 
 from enhancer import AudioEnhancer
 from enhancer.errors import EnhancerClosed, InvalidAudio, ModelError, PoolBroken, WorkerCrashed
-from enhancer.model_runner import ModelRunner
-from enhancer.segments import ChannelJob
+from enhancer.model.grid import ChannelJob
+from enhancer.model.runner import ModelRunner
 from tests.helpers import (
     DENOISER,
     PASSTHROUGH,
@@ -305,7 +305,7 @@ def test_a_failing_overlap_add_join_fails_that_request_only(pool, monkeypatch):
 
 
 def test_a_worker_failure_carries_the_workers_traceback(tmp_path):
-    from enhancer.worker import RemoteTraceback, worker_failure
+    from enhancer.backends.pool.worker_process import RemoteTraceback, worker_failure
 
     error = worker_failure("the model failed: ValueError: bad", "Traceback...\nValueError: bad\n")
     assert isinstance(error, ModelError) and isinstance(error.__cause__, RemoteTraceback)
@@ -315,9 +315,9 @@ def test_a_worker_failure_carries_the_workers_traceback(tmp_path):
 def test_a_task_of_several_segments_is_each_segment_run_alone_and_names_a_failing_one():
     """A worker's task of several chunks gives each chunk's result as if it ran alone; when
     the model fails on one, the failure names that segment (the others run again)."""
-    from enhancer.model_card import framing_for, load_card
-    from enhancer.segments import input_length, result_length
-    from enhancer.worker import SegmentFailed, process_audio, process_task
+    from enhancer.backends.pool.worker_process import SegmentFailed, process_audio, process_task
+    from enhancer.model.card import framing_for, load_card
+    from enhancer.model.grid import input_length, result_length
 
     runner = ModelRunner(DENOISER)
     framing = framing_for(load_card(DENOISER, 48000), runner.frame_length)
@@ -353,10 +353,16 @@ def test_a_task_lays_out_stream_steps_with_their_state_and_each_equals_the_plain
     """A task of a file's segment, a stream's first chunk (look-back and a zero state) and
     its next chunk (the state the first left, no look-back): each result equals the frames
     run with their look-back by the model itself (a stateless model with look-back)."""
-    from enhancer.model_card import framing_for, load_card
-    from enhancer.model_runner import StreamStepRunner
-    from enhancer.segments import input_length, result_length
-    from enhancer.worker import PLAIN, SegmentFailed, StreamSteps, process_audio, process_task
+    from enhancer.backends.pool.worker_process import (
+        PLAIN,
+        SegmentFailed,
+        StreamSteps,
+        process_audio,
+        process_task,
+    )
+    from enhancer.model.card import framing_for, load_card
+    from enhancer.model.grid import input_length, result_length
+    from enhancer.model.runner import StreamStepRunner
 
     card = load_card(lookback_model, 48000)
     runner = ModelRunner(lookback_model)

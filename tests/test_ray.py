@@ -59,16 +59,16 @@ except ImportError as exc:
 
 from fastapi.testclient import TestClient
 
-from enhancer.errors import ModelError, Overloaded, PoolBroken, WorkerCrashed
-from enhancer.ray_backend import (
+from enhancer.backends.ray.backend import (
     DEPLOYMENT_NAME,
     RayServeBackend,
     library_error,
-    segment_frames,
+    replica_segment_frames,
 )
-from enhancer.ray_serve import APP_PREFIX
-from enhancer.settings import Settings
+from enhancer.backends.ray.deployment import APP_PREFIX
+from enhancer.errors import ModelError, Overloaded, PoolBroken, WorkerCrashed
 from service.app import create_app
+from service.settings import Settings
 
 DEPLOY = ROOT / "deploy"
 HEAVY = ROOT / "bench" / "heavy_model.tflite"  # built by make bench, else here
@@ -97,7 +97,7 @@ def test_serve_config_passes_rays_schema_and_rayservice_embeds_it():
     # One application per shipped model, named as the backend looks them up, and the API.
     assert names == [f"{APP_PREFIX}denoiser_48k", f"{APP_PREFIX}passthrough_model_lite", "api"]
     for app in schema.applications[:2]:
-        assert app.import_path == "enhancer.ray_backend:model_app"
+        assert app.import_path == "enhancer.backends.ray.deployment:model_app"
         assert (ROOT / app.args["model_path"]).is_file()
         assert [d.name for d in app.deployments] == [DEPLOYMENT_NAME]
     assert schema.applications[2].runtime_env["env_vars"]["RAY_DEPLOY"] == "false"
@@ -126,11 +126,11 @@ def test_ray_errors_map_to_the_library_errors():
 
 
 def test_segments_are_large_and_even_over_the_replicas():
-    assert segment_frames(1210, 2, 256) == 303  # 4 segments, 2 a replica, not 5 of 256
-    assert segment_frames(100_000, 2, 256) >= 256
-    assert segment_frames(470, 2, 256) == 235  # too short for 256 a replica: spread it
-    assert segment_frames(94, 2, 256) == 64  # never under 64 frames a call...
-    assert segment_frames(10, 2, 256) == 10  # ...unless the job is shorter
+    assert replica_segment_frames(1210, 2, 256) == 303  # 4 segments, 2 a replica, not 5 of 256
+    assert replica_segment_frames(100_000, 2, 256) >= 256
+    assert replica_segment_frames(470, 2, 256) == 235  # too short for 256 a replica: spread it
+    assert replica_segment_frames(94, 2, 256) == 64  # never under 64 frames a call...
+    assert replica_segment_frames(10, 2, 256) == 10  # ...unless the job is shorter
 
 
 def test_settings_choose_and_check_the_ray_backend():
@@ -332,7 +332,7 @@ def test_a_denoiser_stream_on_ray_carries_its_state_and_equals_the_file_path(cli
 
 
 def test_a_step_chunk_is_refused_by_a_deployment_without_a_stream_step(client):
-    from enhancer.segments import ChannelJob, Job
+    from enhancer.model.grid import ChannelJob, Job
 
     backend = backend_of(client)  # the passthrough: no stream step twin
     assert not backend.runs_stream_steps

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from audio_manipulations import convert_to_required_format
+from enhancer.audio.resample import convert_to_required_format
 
 
 def sine(freq: float, rate: int, seconds: float = 1.0, amplitude: float = 0.5) -> np.ndarray:

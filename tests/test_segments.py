@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from enhancer.framing import Framing
-from enhancer.segments import ChannelJob, input_length, result_length, run_segment
+from enhancer.model.framing import Framing
+from enhancer.model.grid import ChannelJob, input_length, result_length, run_segment
 from tests.helpers import random_audio, same_bits
 
 
@@ -63,7 +63,7 @@ def test_on_a_grid_a_files_segments_are_whole_cells_from_its_start(max_count):
     """A recurrent model's cells start every 192 frames: every segment of a file starts on
     that grid and holds whole cells (at least one) but for the channel's last; a stream
     chunk run by the stream step is one segment as it comes."""
-    from enhancer.segments import Job
+    from enhancer.model.grid import Job
 
     framing = Framing(1024, 512, "sqrt-hann", context=63, grid=192)
     channels = [ChannelJob.offline(framing, random_audio(n, seed=n)) for n in (48000, 200_000)]
@@ -91,7 +91,7 @@ def test_on_a_grid_a_files_segments_are_whole_cells_from_its_start(max_count):
 ])
 def test_on_a_grid_a_requests_segments_are_whole_cells_spread_over_the_workers(
         frames, max_frames, expected):
-    from enhancer.segments import Job, segment_frames
+    from enhancer.model.grid import Job, segment_frames
 
     framing = Framing(1024, 512, "sqrt-hann", context=63, grid=192)
     channel = ChannelJob(framing, np.zeros(1, np.float32), frames, offset=512)

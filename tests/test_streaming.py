@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_manipulations import open_audio
 from enhancer import AudioEnhancer
+from enhancer.apps.enhance_files import BLOCK_MODEL_SAMPLES, block_frames, enhance_blocks
+from enhancer.audio.decode import open_audio
 from enhancer.errors import InvalidAudio
-from enhancer.files import BLOCK_MODEL_SAMPLES, block_frames, enhance_blocks
 from tests.helpers import DENOISER, same_bits
 from tests.test_budget import flac
 

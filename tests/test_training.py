@@ -63,8 +63,8 @@ def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_
     """``make train``'s recurrent model: a few steps, the export and the card; the pool cuts
     a file on the card's grid and equals one interpreter given every frame; a stream through
     the step twin equals the file, bit for bit."""
-    from enhancer.framing import Framing
-    from enhancer.model_runner import ModelRunner
+    from enhancer.model.framing import Framing
+    from enhancer.model.runner import ModelRunner
 
     output = tmp_path / "smoke_gru.tflite"
     result = subprocess.run([sys.executable, "-m", "training.train_recurrent", "--smoke",

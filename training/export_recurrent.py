@@ -44,7 +44,7 @@ from training.train import enhance_frames, evaluate, held_out_pairs
 def held_out_scores(model_path: Path, root: Path, seed: int, smoke: bool) -> dict:
     """The exported file graph's scores on the held-out set (:func:`training.train.evaluate`),
     each piece in one block, as the pool runs a file that fits one segment."""
-    from enhancer.model_runner import ModelRunner
+    from enhancer.model.runner import ModelRunner
 
     runner = ModelRunner(model_path)
     pairs, clean_wide = held_out_pairs(root, seed + 100, 12 if smoke else 60)

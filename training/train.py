@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enhancer.framing import Framing
+from enhancer.model.framing import Framing
 from training import data, mixing, real_data
 from training.denoiser_model import (
     BANDS,
@@ -248,7 +248,7 @@ def evaluate(enhance: Callable[[np.ndarray], np.ndarray], pairs: list[mixing.Pai
              clean_wide: list) -> dict:
     """The card's held-out scores of ``enhance`` (audio to enhanced audio): the SI-SDR gain
     on ``pairs`` and the change per band on the clean full-band pieces."""
-    from enhancer.metrics import band_change_db, si_sdr
+    from bench.metrics import band_change_db, si_sdr
 
     gains = [si_sdr(enhance(p.noisy), p.clean) - si_sdr(p.noisy, p.clean) for p in pairs]
     scores: dict = {"si_sdr_gain_db": round(float(np.mean(gains)), 2)}
