@@ -48,6 +48,7 @@ run-cluster: $(VENV)/.ray
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.dev
 	$(PY) -m bench.run_all
