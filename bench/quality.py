@@ -15,8 +15,8 @@ from collections import defaultdict
 import numpy as np
 from scipy.signal import istft, resample_poly, stft
 
+from bench.docs_sections import update_section
 from bench.metrics import si_sdr
-from bench.readme import update_section
 from enhancer import AudioEnhancer
 from enhancer.paths import DENOISER_MODEL, PROJECT_DIR
 from training import data
@@ -239,6 +239,6 @@ if __name__ == "__main__":
     outcome = run()
     table = report(outcome)
     RESULTS.write_text("# Speech-quality benchmark\n\n" + table)
-    update_section("quality", table)
+    update_section("quality")
     (ROOT / "bench" / "quality.json").write_text(json.dumps(outcome["results"], indent=1))
     print(table)

@@ -22,9 +22,9 @@ from collections import defaultdict
 import numpy as np
 import soxr
 
+from bench.docs_sections import update_section
 from bench.metrics import BAND_EDGES_HZ, band_change_db, si_sdr
 from bench.quality import aligned, mean, noisereduce_default, rnnoise, targets_table
-from bench.readme import update_section
 from enhancer import AudioEnhancer
 from enhancer.model.framing import Framing
 from enhancer.paths import DENOISER_MODEL, PROJECT_DIR
@@ -304,7 +304,7 @@ if __name__ == "__main__":
     outcome = run()
     table = report(outcome)
     RESULTS.write_text("# Speech-quality benchmark: real speech\n\n" + table)
-    update_section("quality-real", table)
+    update_section("quality-real")
     (PROJECT_DIR / "bench" / "quality_real.json").write_text(
         json.dumps({k: v for k, v in outcome.items() if k not in ("results", "references")},
                    indent=1))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bench.readme import update_section
+from bench.docs_sections import update_section
 from enhancer import AudioEnhancer
 from enhancer.audio.resample import convert_to_required_format
 from enhancer.model.framing import FrameSource
@@ -505,7 +505,7 @@ def write_results(figures: list[Figure], seconds: float) -> str:
     RESULTS.write_text("# Benchmark results\n\n" + table + "\nCommands: every row was made by "
                        "`make bench` (`python -m bench.run_all`); the function named in "
                        "brackets is in `bench/run_all.py`.\n\n" + NOTES)
-    update_section("bench", table)
+    update_section("bench")
     return table
 
 

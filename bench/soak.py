@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.readme import update_section
+from bench.docs_sections import update_section
 from enhancer.apps.client import StreamError, stream_enhance
 from tests.helpers import ROOT, LiveServer, children_of, raw, wait_until_gone, workers_of
 
@@ -202,7 +202,7 @@ def main(seconds: float) -> int:
                                                              tally.failures[:20]),
               f"Processes left after SIGTERM: {'some' if leftovers else 'none'}."]
     RESULTS.write_text("\n".join(lines) + "\n")
-    update_section("soak", "\n".join(lines[4:]))
+    update_section("soak")
     print("\n".join(lines))
     return 0 if not tally.failures and not leftovers and abs(growth) <= 0.10 else 1
 

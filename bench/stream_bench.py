@@ -17,7 +17,7 @@ its interference is the p99 of the chunks sent between its last byte going out a
 coming back (while the pool enhances it), and, for the whole picture, of every chunk.
 
 Run: ``python -m bench.stream_bench`` (part of ``make bench``); writes
-``bench/stream_results.md`` and the README's table. On a machine with many cores,
+``bench/stream_results.md``, which ``docs/benchmarks.md`` shows. On a machine with many cores,
 ``python -m bench.stream_bench --frontends 4 --workers 12 --clients 4 --out FILE`` serves from
 4 front-end processes (``FRONTEND_PROCESSES``) with 3 workers each and spreads the load
 generator over 4 processes, so that it does not become the bottleneck itself.
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.readme import update_section
+from bench.docs_sections import update_for
 from enhancer.apps.client import StreamError, stream_enhance
 from tests.helpers import DENOISER, ROOT, LiveServer, children_of, cpu_seconds, workers_of
 
@@ -304,18 +304,16 @@ def main() -> None:
                         help="streams running while the 10-minute file is enhanced")
     parser.add_argument("--model", choices=sorted(MODELS), default="denoiser",
                         help="passthrough: what the service costs without a model's")
-    parser.add_argument("--out", type=Path, help="write here, and leave the README alone")
+    parser.add_argument("--out", type=Path, help="write here instead of bench/stream_results.md")
     args = parser.parse_args()
     if args.model != "denoiser" and args.out is None:
-        parser.error("--model other than the denoiser needs --out (the README's figures are "
+        parser.error("--model other than the denoiser needs --out (the docs' figures are "
                      "the denoiser's)")
     frame, hop = framing_of(MODELS[args.model])
     rows = run(args.frontends, args.workers, args.clients, args.upload_streams,
                MODELS[args.model])
     table = "| case | p50 | p99 |\n|---|---|---|\n" + "\n".join(rows) + "\n"
     command = " ".join(["python -m bench.stream_bench", *sys.argv[1:]])
-    if args.out is None:
-        update_section("stream", table)
     out = args.out or RESULTS
     out.write_text(
         f"# Live streams (`{command}`)\n\n"
@@ -328,8 +326,8 @@ def main() -> None:
         "latency, measured by the client: from sending a chunk that completes a frame to "
         "receiving the samples that frame makes ready, on top of the framing's own "
         f"{(frame - hop) / RATE * 1000:.1f}-{frame / RATE * 1000:.1f} ms (p50 and p99 over "
-        "the chunks of all streams).\n\n"
-        "| case | p50 | p99 |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+        "the chunks of all streams).\n\n" + table)
+    update_for(out)  # the docs page that shows this file, if one does
     print(out.read_text())
 
 
