@@ -512,21 +512,21 @@ def write_results(figures: list[Figure], seconds: float) -> str:
 NOTES = """\
 ## Why figures 1 and 3 miss their targets
 
-**1.** The passthrough does no work: one invoke over 1,210 frames is about half a millisecond
-of in-cache copying. Segments now travel through shared memory (row 1 went from 8.4× to about
-4×, below the socket-pair floor of row 1d), and the parent's share of a long call is under
-4 % (row 8). What is left is latency, not copying: a segment's round trip through the pool,
-a pipe message each way and two process wake-ups, costs 0.3-0.4 ms (row 1e), and a request is
-cut into at least two segments per worker so that it spreads. Three such rounds already exceed
-1.5× of a 0.5 ms invoke. For a model that does real work they vanish: the denoiser runs at
-about 600-700× real time on 2 workers (row 7), and 2 workers are 1.97× one (row 2). For models
-this cheap, `num_processes=0` (row 1c) is the honest choice.
+**1.** The passthrough does no work: one invoke over 1,210 frames (row 1's baseline) is
+in-cache copying. Segments travel through shared memory (row 1 was 8.4× before they did; it is
+now below the socket-pair floor of row 1d), and the parent's share of a long call is small
+(row 8). What is left is latency, not copying: a segment's round trip through the pool, a pipe
+message each way and two process wake-ups (row 1e), and a request is cut into at least two
+segments per worker so that it spreads. Three such rounds already exceed 1.5× of the invoke.
+For a model that does real work they vanish: the denoiser's speed through the pool (row 7) and
+the heavy model's speed-up on 2 workers (row 2). For models this cheap, `num_processes=0`
+(row 1c) is the honest choice.
 
 **3.** Row 3e is the floor of any HTTP service here: uvicorn (with httptools and uvloop)
-echoing 4.9 MB to httpx, with no decoding, model or encoding, already costs 5-6× the direct
-call. `POST /enhance` with a raw body sits at about 2× that floor; the rest is decoding,
-the pool and encoding (`X-Processing-Time` shows the pool's share). Next to a model that does
-real work the HTTP cost disappears (row 3c: about 1.02×).
+echoing 4.9 MB to httpx, with no decoding, model or encoding, already costs several times the
+direct call. `POST /enhance` with a raw body sits a little above that floor (row 3e's note);
+the rest is decoding, the pool and encoding (`X-Processing-Time` shows the pool's share). Next
+to a model that does real work the HTTP cost disappears (row 3c).
 """
 
 
