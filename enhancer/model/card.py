@@ -12,37 +12,127 @@ file segment start on that grid, and needs a stream step.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError, PydanticKnownError
 
 from enhancer.audio.formats import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from enhancer.errors import ModelError
 from enhancer.model.framing import Framing
 
+MAX_CONTEXT_FRAMES = 1024
+MAX_GRID_FRAMES = 4096
+MAX_STATE_SIZE = 1 << 20
 
-@dataclass(frozen=True)
-class ModelCard:
-    """The pipeline's view of one model."""
+# A stream step's two fields each have one rule, said whatever is wrong (missing, wrong type
+# or out of range).
+_STEP_RULES = {"stream_step.model": "a file name beside the card",
+               "stream_step.state_size": f"1-{MAX_STATE_SIZE}"}
 
-    name: str
+
+def _within(low: int, high: int | None = None, unit: str = "") -> AfterValidator:
+    """An integer field's range, refused in the card's words: "must be 0-1024, got -1"."""
+    span = "positive" if high is None else f"{low}-{high}{unit}"
+
+    def check(value: int) -> int:
+        if value < low or (high is not None and value > high):
+            raise PydanticCustomError("card_range", "must be {span}, got {value}",
+                                      {"span": span, "value": repr(value)})
+        return value
+
+    return AfterValidator(check)
+
+
+def _file_name(value: str) -> str:
+    if Path(value).name != value:
+        raise PydanticCustomError("card_file_name", "must be {rule}, got {value}",
+                                  {"rule": _STEP_RULES["stream_step.model"],
+                                   "value": repr(value)})
+    return value
+
+
+class StreamStep(BaseModel):
+    """A card's ``stream_step``: the twin's file, beside the card, and its state's size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: Annotated[StrictStr, AfterValidator(_file_name)]
+    state_size: Annotated[StrictInt, _within(1, MAX_STATE_SIZE)]
+
+
+class ModelCard(BaseModel):
+    """The pipeline's view of one model: its card's fields (in the order they are checked),
+    where the model is, and whatever else the card holds (``details``)."""
+
+    model_config = ConfigDict(frozen=True)
+
     model_path: Path
-    sample_rate: int
-    frame_length: int | None = None  # None: read from the model only
-    hop_length: int | None = None  # None: the model's frame length
-    window: str = "none"
-    context_frames: int = 0  # frames of look-back the model sees before each frame
-    description: str = ""
-    stream_step_path: Path | None = None  # the stream step twin, if any
-    stream_state_size: int = 0  # floats of its state
+    sample_rate: Annotated[StrictInt, _within(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, " Hz")]
+    hop_length: Annotated[StrictInt, _within(1)] | None = None  # None: the frame length
+    window: StrictStr = "none"  # checked with the hop by framing_for
+    # Frames of look-back the model sees before each frame.
+    context_frames: Annotated[StrictInt, _within(0, MAX_CONTEXT_FRAMES)] = 0
+    stream_step: StreamStep | None = None  # the stream step twin, if any
     # Files are cut on a grid of cells this many frames long (0: anywhere): a recurrent model
     # starts each cell from a zero state, so its output depends on where a block starts.
-    grid_frames: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
+    grid_frames: Annotated[StrictInt, _within(0, MAX_GRID_FRAMES)] = 0
+    name: StrictStr
+    frame_length: StrictInt | None = None  # None: read from the model only
+    description: StrictStr = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("hop_length", "frame_length", "stream_step", mode="before")
+    @classmethod
+    def _null_is_not_left_out(cls, value: Any, info: ValidationInfo) -> Any:
+        """A field left out takes its default; ``null`` is refused as the wrong type."""
+        if value is None:
+            if info.field_name == "stream_step":
+                raise PydanticKnownError("model_type", {"class_name": "StreamStep"})
+            raise PydanticKnownError("int_type")
+        return value
+
+    @model_validator(mode="after")
+    def _stream_step_fits(self) -> ModelCard:
+        if self.stream_step_path is not None and not self.stream_step_path.is_file():
+            raise PydanticCustomError("card_step_missing",
+                                      "'stream_step.model' {path} is missing",
+                                      {"path": str(self.stream_step_path)})
+        if self.grid_frames and self.stream_step is None:
+            # A stream's chunks do not start on the grid: only a stream step can match the cells.
+            raise PydanticCustomError("card_grid_without_step",
+                                      "a model with 'grid_frames' needs a 'stream_step'")
+        return self
 
     @property
     def card_path(self) -> Path:
         return card_path_for(self.model_path)
+
+    @property
+    def stream_step_path(self) -> Path | None:
+        """The stream step twin's file, beside the card; None without one."""
+        return None if self.stream_step is None else self.card_path.parent / self.stream_step.model
+
+    @property
+    def stream_state_size(self) -> int:
+        """Floats of the stream step's state (0 without one)."""
+        return 0 if self.stream_step is None else self.stream_step.state_size
+
+
+# The fields a card's JSON may give; anything else it holds goes to ``details``.
+CARD_FIELDS = frozenset(ModelCard.model_fields) - {"model_path", "details"}
 
 
 def card_path_for(model_path: str | Path) -> Path:
@@ -61,65 +151,40 @@ def load_card(model_path: str | Path, default_sample_rate: int) -> ModelCard:
     model_path = Path(model_path)
     path = card_path_for(model_path)
     if not path.is_file():
-        return ModelCard(model_path.stem, model_path, default_sample_rate)
+        return ModelCard(name=model_path.stem, model_path=model_path,
+                         sample_rate=default_sample_rate)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"model card {path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ModelError(f"model card {path} must hold a JSON object")
+    fields = {"name": model_path.stem, **{k: v for k, v in data.items() if k in CARD_FIELDS}}
+    details = {k: v for k, v in data.items() if k not in CARD_FIELDS}
+    try:
+        return ModelCard.model_validate({**fields, "model_path": model_path, "details": details})
+    except ValidationError as exc:
+        raise ModelError(f"model card {path}: {_refusal(exc.errors()[0])}") from None
 
-    def get(name: str, kind: type, default: Any = ...) -> Any:
-        if name not in data:
-            if default is ...:
-                raise ModelError(f"model card {path}: '{name}' is missing")
-            return default
-        value = data[name]
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ModelError(f"model card {path}: '{name}' must be an integer, got {value!r}")
-        if not isinstance(value, kind):
-            raise ModelError(f"model card {path}: '{name}' must be a {kind.__name__}, "
-                             f"got {value!r}")
-        return value
 
-    rate = get("sample_rate", int)
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise ModelError(f"model card {path}: 'sample_rate' must be {MIN_SAMPLE_RATE}-"
-                         f"{MAX_SAMPLE_RATE} Hz, got {rate}")
-    hop = get("hop_length", int, None)
-    if hop is not None and hop < 1:
-        raise ModelError(f"model card {path}: 'hop_length' must be positive, got {hop}")
-    window = get("window", str, "none")  # checked with the hop by framing_for
-    context = get("context_frames", int, 0)
-    if not 0 <= context <= 1024:
-        raise ModelError(f"model card {path}: 'context_frames' must be 0-1024, got {context}")
-    step = get("stream_step", dict, None)
-    step_path, state_size = None, 0
-    if step is not None:
-        name, state_size = step.get("model"), step.get("state_size")
-        if not isinstance(name, str) or Path(name).name != name:
-            raise ModelError(f"model card {path}: 'stream_step.model' must be a file name "
-                             f"beside the card, got {name!r}")
-        if (isinstance(state_size, bool) or not isinstance(state_size, int)
-                or not 0 < state_size <= 1 << 20):
-            raise ModelError(f"model card {path}: 'stream_step.state_size' must be 1-"
-                             f"{1 << 20}, got {state_size!r}")
-        step_path = path.parent / name
-        if not step_path.is_file():
-            raise ModelError(f"model card {path}: 'stream_step.model' {step_path} is missing")
-    grid = get("grid_frames", int, 0)
-    if not 0 <= grid <= 4096:
-        raise ModelError(f"model card {path}: 'grid_frames' must be 0-4096, got {grid}")
-    if grid and step_path is None:
-        # A stream's chunks do not start on the grid: only a stream step can match the cells.
-        raise ModelError(f"model card {path}: a model with 'grid_frames' needs a "
-                         f"'stream_step'")
-    known = {"name", "sample_rate", "frame_length", "hop_length", "window", "context_frames",
-             "description", "stream_step", "grid_frames"}
-    return ModelCard(get("name", str, model_path.stem), model_path, rate,
-                     get("frame_length", int, None), hop, window, context,
-                     get("description", str, ""), step_path, state_size, grid,
-                     {k: v for k, v in data.items() if k not in known})
+def _refusal(error: ErrorDetails) -> str:
+    """What is wrong with the card, naming the field: "'hop_length' must be positive, got 0"."""
+    where = ".".join(str(part) for part in error["loc"])
+    if not where:  # the card as a whole: the message names its fields
+        return error["msg"]
+    value = None if error["type"] == "missing" else error["input"]
+    if where in _STEP_RULES:
+        return f"'{where}' must be {_STEP_RULES[where]}, got {value!r}"
+    match error["type"]:
+        case "missing":
+            return f"'{where}' is missing"
+        case "int_type":
+            return f"'{where}' must be an integer, got {value!r}"
+        case "string_type":
+            return f"'{where}' must be a str, got {value!r}"
+        case "model_type":
+            return f"'{where}' must be a dict, got {value!r}"
+    return f"'{where}' {error['msg']}"
 
 
 def framing_for(card: ModelCard, frame_length: int) -> Framing:
