@@ -27,7 +27,8 @@ from enhancer.backends.inline import InlineBackend
 from enhancer.backends.pool.pool import DEFAULT_MIN_BLOCK_DEADLINE_S, WorkerPool
 from enhancer.errors import EnhancerClosed, InvalidAudio
 from enhancer.model.attenuation import attenuation_floor, limit_attenuation
-from enhancer.model.card import framing_for, load_card
+from enhancer.model.card import ModelCard, framing_for, load_card
+from enhancer.model.framing import Framing
 from enhancer.model.grid import ChannelJob, Job
 from enhancer.model.runner import ModelRunner, StreamStepRunner
 
@@ -86,63 +87,22 @@ class AudioEnhancer:
                  max_segment_frames: int | None = None,
                  min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S,
                  backend: str = "local", ray_options: RayOptions | None = None) -> None:
-        if backend not in ("local", "ray"):
-            raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
-        if num_processes is None:
-            num_processes = os.cpu_count() or 1
-        if isinstance(num_processes, bool) or not isinstance(num_processes, int):
-            raise TypeError(f"num_processes must be an int, got {type(num_processes).__name__}")
-        if num_processes < 0:
-            raise ValueError(f"num_processes must be 0 or more, got {num_processes}")
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
-        check_sample_rate(model_sample_rate, "model_sample_rate")
+        self.num_processes = _check_arguments(backend, num_processes, num_threads,
+                                              model_sample_rate)
         self.model_path = Path(model_path)
-        self.num_processes = num_processes
-
         # Loading the model here refuses a bad one before any worker starts.
         runner = ModelRunner(self.model_path, num_threads)
         self.frame_length = runner.frame_length
         self.card = load_card(self.model_path, model_sample_rate)
         self.framing = framing_for(self.card, self.frame_length)
         self.model_sample_rate = self.card.sample_rate
-        if max_segment_frames is None:
-            max_segment_frames = max(1, MAX_SEGMENT_SAMPLES // self.framing.hop_length,
-                                     GRID_CELLS_PER_SEGMENT * self.framing.grid)
-        if max_segment_frames < 1:
-            raise ValueError(f"max_segment_frames must be positive, got {max_segment_frames}")
-        if max_segment_frames < self.framing.grid:
-            raise ValueError(f"max_segment_frames must be at least {self.framing.grid} (the "
-                             f"model's grid cell), got {max_segment_frames}")
-        self.max_segment_frames = max_segment_frames
-
+        self.max_segment_frames = _segment_limit(max_segment_frames, self.framing)
         self._active_ids: set[str] = set()
         self._ids_lock = threading.Lock()
         self._closed = False
-        self.backend: Backend
-        if backend == "ray":
-            from enhancer.backends.ray.backend import RayOptions, RayServeBackend
-
-            del runner
-            self.backend = RayServeBackend(self.model_path, self.card.name, self.framing,
-                                           ray_options or RayOptions(),
-                                           step_model_path=self.card.stream_step_path,
-                                           state_size=self.card.stream_state_size)
-        elif num_processes == 0:
-            step = None
-            if self.card.stream_step_path is not None:
-                step = StreamStepRunner(self.card.stream_step_path, self.frame_length,
-                                        self.card.stream_state_size, num_threads)
-            self.backend = InlineBackend(runner, self.framing, max_segment_frames, step)
-        else:
-            seconds_per_frame = _measure_speed(runner, min(max_segment_frames, 64),
-                                               self.framing.context)
-            del runner
-            self.backend = WorkerPool(self.model_path, num_processes, num_threads,
-                                      self.framing, max_segment_frames, seconds_per_frame,
-                                      min_block_deadline_s,
-                                      step_model_path=self.card.stream_step_path,
-                                      state_size=self.card.stream_state_size)
+        self.backend: Backend = _start_backend(
+            backend, runner, self.card, self.framing, self.num_processes, num_threads,
+            self.max_segment_frames, min_block_deadline_s, ray_options)
 
     def __enter__(self) -> AudioEnhancer:
         return self
@@ -348,6 +308,61 @@ class AudioEnhancer:
         stacked = channels[0] if original.ndim == 1 else np.stack(channels, axis=1)
         restored = convert_to_required_format(stacked, sample_rate, self.model_sample_rate)
         return fit_length(restored, original.shape[0])
+
+
+def _check_arguments(backend: str, num_processes: int | None, num_threads: int,
+                     model_sample_rate: int) -> int:
+    """Refuse a bad argument, naming it; the number of worker processes (default: one per
+    core)."""
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if num_processes is None:
+        num_processes = os.cpu_count() or 1
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int):
+        raise TypeError(f"num_processes must be an int, got {type(num_processes).__name__}")
+    if num_processes < 0:
+        raise ValueError(f"num_processes must be 0 or more, got {num_processes}")
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+    check_sample_rate(model_sample_rate, "model_sample_rate")
+    return num_processes
+
+
+def _segment_limit(max_segment_frames: int | None, framing: Framing) -> int:
+    """The most frames sent to a worker at once: as asked, checked against the model's grid,
+    or by default about ``MAX_SEGMENT_SAMPLES`` (``GRID_CELLS_PER_SEGMENT`` cells if more)."""
+    if max_segment_frames is None:
+        return max(1, MAX_SEGMENT_SAMPLES // framing.hop_length,
+                   GRID_CELLS_PER_SEGMENT * framing.grid)
+    if max_segment_frames < 1:
+        raise ValueError(f"max_segment_frames must be positive, got {max_segment_frames}")
+    if max_segment_frames < framing.grid:
+        raise ValueError(f"max_segment_frames must be at least {framing.grid} (the "
+                         f"model's grid cell), got {max_segment_frames}")
+    return max_segment_frames
+
+
+def _start_backend(backend: str, runner: ModelRunner, card: ModelCard, framing: Framing,
+                   num_processes: int, num_threads: int, max_segment_frames: int,
+                   min_block_deadline_s: float, ray_options: RayOptions | None) -> Backend:
+    """Where segments run: Ray Serve replicas (``backend="ray"``), this process
+    (``num_processes=0``, on ``runner``) or a pool of worker processes on this machine."""
+    if backend == "ray":
+        from enhancer.backends.ray.backend import RayOptions, RayServeBackend
+
+        return RayServeBackend(card.model_path, card.name, framing, ray_options or RayOptions(),
+                               step_model_path=card.stream_step_path,
+                               state_size=card.stream_state_size)
+    if num_processes == 0:
+        step = None
+        if card.stream_step_path is not None:
+            step = StreamStepRunner(card.stream_step_path, runner.frame_length,
+                                    card.stream_state_size, num_threads)
+        return InlineBackend(runner, framing, max_segment_frames, step)
+    seconds_per_frame = _measure_speed(runner, min(max_segment_frames, 64), framing.context)
+    return WorkerPool(card.model_path, num_processes, num_threads, framing, max_segment_frames,
+                      seconds_per_frame, min_block_deadline_s,
+                      step_model_path=card.stream_step_path, state_size=card.stream_state_size)
 
 
 def _results(futures: list[Future[Job]], timeout: float | None) -> list[Job]:
