@@ -245,7 +245,7 @@ def test_the_strength_limit_is_a_field_and_a_query_parameter(client):
 
 
 def test_a_refused_request_gives_back_no_memory_it_never_held():
-    from tests.test_budget import flac, tone
+    from tests.audio_builders import flac, tone
 
     unknown_length = flac(tone(48000 * 20), 48000, declared=0)  # sized only once decoded
     with app_with(MAX_INFLIGHT_MB=5) as small:

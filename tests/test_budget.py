@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import tracemalloc
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from enhancer.audio.decode import AudioReader, decode_audio, probe_audio
 from enhancer.audio.formats import AudioFormat, AudioInfo, Budget
 from enhancer.errors import InvalidAudio, TooLarge
 from service.settings import Settings, SettingsError, load_settings
-
-
-def flac(samples: np.ndarray, rate: int, declared: int | None = None) -> bytes:
-    """``samples`` as 16-bit FLAC; ``declared`` rewrites STREAMINFO's total (0: unknown)."""
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="FLAC", subtype="PCM_16")
-    data = bytearray(buffer.getvalue())
-    if declared is not None:
-        # "fLaC", the block header, 10 bytes of sizes, then rate/channels/bits and 36 bits
-        # of total samples.
-        packed = int.from_bytes(data[18:26], "big")
-        data[18:26] = ((packed >> 36 << 36) | declared).to_bytes(8, "big")
-    return bytes(data)
-
-
-def tone(frames: int, channels: int = 1) -> np.ndarray:
-    t = np.arange(frames)[:, None] / 48000
-    out = (0.3 * np.sin(2 * np.pi * 440 * t * np.arange(1, channels + 1))).astype(np.float32)
-    return out[:, 0] if channels == 1 else out
+from tests.audio_builders import audio_bytes, flac, flac_bomb, tone
 
 
 @pytest.fixture
@@ -100,16 +80,6 @@ def test_settings_build_the_budget_and_refuse_bad_values(monkeypatch):
         monkeypatch.delenv(name)
 
 
-def flac_bomb() -> bytes:
-    """8 channels of silence at 192 kHz for 60 s: 92 million samples in under 100 kB."""
-    buffer = io.BytesIO()
-    with sf.SoundFile(buffer, "w", 192000, 8, format="FLAC", subtype="PCM_16") as f:
-        second = np.zeros((192000, 8), np.int16)
-        for _ in range(60):
-            f.write(second)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("budget, message", [
     (Budget(3600, 16, 86_400_000), r"decodes to 92160000 samples .* MAX_DECODED_SAMPLES"),
     (Budget(max_channels=4), "has 8 channels; the limit is MAX_CHANNELS=4"),
@@ -173,11 +143,10 @@ def test_100_mb_of_8k_s16le_is_refused_before_reading(no_decoding):
 
 
 def test_a_1024_channel_wav_is_refused(no_decoding):
-    buffer = io.BytesIO()
-    sf.write(buffer, np.zeros((2, 1024), np.int16), 48000, format="WAV", subtype="PCM_16")
+    wide = audio_bytes(np.zeros((2, 1024), np.int16), 48000, "WAV", "PCM_16")
     with pytest.raises(TooLarge, match="the audio has 1024 channels; the limit is "
                                        "MAX_CHANNELS=16"):
-        decode_audio(buffer.getvalue(), budget=Budget(3600, 16, 86_400_000))
+        decode_audio(wide, budget=Budget(3600, 16, 86_400_000))
 
 
 @pytest.mark.parametrize("declared", [None, 0], ids=["known length", "unknown length"])

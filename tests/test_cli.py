@@ -19,6 +19,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.audio_builders import (
+    audio_bytes,
+    flac,
+    lossy_audio,
+    make_audio,
+    wav_with_bits,
+    write_audio,
+)
 from tests.helpers import (
     DENOISER,
     PASSTHROUGH,
@@ -29,8 +37,6 @@ from tests.helpers import (
     wait_until_gone,
     workers_of,
 )
-from tests.test_budget import flac
-from tests.test_formats import lossy_audio, make_audio
 
 SCRIPT = str(ROOT / "enhance_file.py")
 # The ×3 passthrough unless a test says otherwise, so results are exact.
@@ -170,7 +176,7 @@ def test_the_default_model_is_the_speech_denoiser(tmp_path):
     noise = np.random.default_rng(5).standard_normal(len(clean)).astype(np.float32)
     noisy = clean + noise * np.float32(np.std(clean) / np.std(noise) / 3)  # about 10 dB SNR
     source, out = tmp_path / "noisy.wav", tmp_path / "clean.wav"
-    sf.write(source, noisy, rate, subtype="FLOAT")
+    write_audio(source, noisy, rate, subtype="FLOAT")
     env = {k: v for k, v in os.environ.items() if k != "TF_MODEL_PATH"}
     result = cli("--source-file", str(source), "--destination-file", str(out), env=env)
     assert result.returncode == 0, result.stderr
@@ -280,7 +286,7 @@ def test_a_long_file_is_streamed_to_the_whole_file_result(tmp_path, model, rate,
     audio = (np.random.default_rng(rate).standard_normal((rate * 180 + 999, channels))
              * 0.1).astype(np.float32)
     source, out = tmp_path / "long.wav", tmp_path / "out.wav"
-    sf.write(source, audio, rate, subtype="FLOAT")
+    write_audio(source, audio, rate, subtype="FLOAT")
     env = {**PASSTHROUGH_ENV, "TF_MODEL_PATH": str(model)}
     result = cli("--source-file", str(source), "--destination-file", str(out), env=env)
     assert result.returncode == 0, result.stderr
@@ -432,15 +438,14 @@ def _error_cases(tmp_path):
     """Sources that must each fail with exit 2, one line, and nothing written."""
     nan_late = (np.random.default_rng(1).standard_normal(48000 * 60) * 0.1).astype("<f4")
     nan_late[48000 * 50] = np.nan  # past the first block
-    many = io.BytesIO()
-    sf.write(many, np.zeros((100, 17), np.int16), 48000, format="WAV")
+    many = audio_bytes(np.zeros((100, 17), np.int16), 48000, "WAV")
     corrupt = bytearray(make_audio("FLAC", "PCM_16", 16000, 1))
     corrupt[8:20] = b"\xff" * 12
     return {
         "missing": (None, "source file not found"),
         "empty.raw": (b"", "the audio is empty"),
         "nan_late.f32": (nan_late.tobytes(), "1 NaN or infinite samples (in the block from"),
-        "many.wav": (many.getvalue(), "the audio has 17 channels; the limit is MAX_CHANNELS=16"),
+        "many.wav": (many, "the audio has 17 channels; the limit is MAX_CHANNELS=16"),
         "corrupt.flac": (bytes(corrupt), "sample rate in the header must be between"),
         "lying.flac": (flac(np.zeros(9600, np.float32), 48000, declared=100),
                        "holds more samples than its header announces (100)"),
@@ -452,8 +457,6 @@ def _error_cases(tmp_path):
 
 
 def test_every_error_path_exits_2_with_one_line_and_leaves_nothing(tmp_path):
-    from tests.test_formats import wav_with_bits
-
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     outputs.mkdir()

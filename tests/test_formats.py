@@ -12,34 +12,13 @@ from enhancer.audio.decode import decode_audio, probe_audio
 from enhancer.audio.encode import AudioWriter, encode_audio, quantize
 from enhancer.audio.formats import AUDIO_SUFFIXES, MEDIA_TYPES, SUPPORTED_FORMATS_TEXT, AudioFormat
 from enhancer.errors import InvalidAudio, UnsupportedFormat
+from tests.audio_builders import audio_bytes, lossy_audio, make_audio, wav_with_bits
 from tests.helpers import SAMPLES
 
 FORMATS = [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT"),
            ("FLAC", "PCM_16"), ("FLAC", "PCM_24"), ("raw", "f32le"), ("raw", "s16le")]
 RATES = [8000, 16000, 22050, 44100, 48000, 96000]
 FULL_SCALE = {"PCM_16": 2**15, "PCM_24": 2**23, "PCM_32": 2**31, "s16le": 2**15}
-
-
-def make_audio(container: str, subtype: str, rate: int, channels: int,
-               amplitude: float = 0.05, seconds: float = 0.3) -> bytes:
-    """Encode tones with soundfile or numpy directly, independently of the code under test.
-
-    The tones stay below 0.3 × Nyquist, where resampling there and back is transparent.
-    """
-    t = np.arange(int(rate * seconds))[:, None] / rate
-    phases = np.random.default_rng(rate).uniform(0, 2 * np.pi, (3, channels))
-    tones = sum(np.sin(2 * np.pi * f * t + phases[i])
-                for i, f in enumerate((220.0, 1000.0, 0.15 * rate)))
-    samples = (amplitude * tones).astype(np.float32)
-    if channels == 1:
-        samples = samples[:, 0]
-    if container == "raw":
-        if subtype == "f32le":
-            return samples.astype("<f4").tobytes()
-        return np.round(samples * 32768).astype("<i2").tobytes()
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format=container, subtype=subtype)
-    return buffer.getvalue()
 
 
 def cases():
@@ -140,10 +119,8 @@ def test_broken_inputs_give_clear_errors():
         decode_audio(b"fLaC" + b"\x00" * 50)
     with pytest.raises(InvalidAudio, match="cannot read the Ogg data"):
         decode_audio(b"OggS" + b"\x00" * 100)
-    buffer = io.BytesIO()
-    sf.write(buffer, np.zeros(100), 8000, format="WAV", subtype="ULAW")
     with pytest.raises(UnsupportedFormat, match="WAV subtype ULAW is not supported"):
-        decode_audio(buffer.getvalue())
+        decode_audio(audio_bytes(np.zeros(100), 8000, "WAV", "ULAW"))
     with pytest.raises(UnsupportedFormat, match="unknown raw format 's24le'"):
         decode_audio(b"\x00" * 12, "s24le", 48000)
     with pytest.raises(InvalidAudio, match="3 bytes is not a whole number of s16le samples"):
@@ -154,16 +131,6 @@ def test_broken_inputs_give_clear_errors():
 
 LOSSY = [("MP3", "MPEG_LAYER_III", 44100), ("MP3", "MPEG_LAYER_III", 16000),
          ("OGG", "VORBIS", 22050), ("OGG", "OPUS", 48000), ("OGG", "OPUS", 16000)]
-
-
-def lossy_audio(container: str, subtype: str, rate: int, channels: int,
-                seconds: float = 1.5) -> tuple[bytes, np.ndarray]:
-    """A tone encoded by soundfile, and the tone."""
-    t = np.arange(int(rate * seconds))[:, None] / rate
-    tone = (0.2 * np.sin(2 * np.pi * 440 * t * np.arange(1, channels + 1))).astype(np.float32)
-    buffer = io.BytesIO()
-    sf.write(buffer, tone, rate, format=container, subtype=subtype)
-    return buffer.getvalue(), tone
 
 
 @pytest.mark.parametrize("container, subtype, rate", LOSSY)
@@ -242,14 +209,6 @@ def test_headerless_samples_that_start_like_an_mpeg_frame_are_still_headerless()
         decoded = decode_audio(data, "s16le", 16000)
         assert decoded.format == AudioFormat("raw", "s16le")
         assert decoded.samples.shape == (4000,)
-
-
-def wav_with_bits(bits: int) -> bytes:
-    """A 16-bit PCM WAV whose header then says ``bits`` bits per sample."""
-    data = bytearray(make_audio("WAV", "PCM_16", 16000, 1))
-    fmt = data.find(b"fmt ")
-    data[fmt + 8 + 14:fmt + 8 + 16] = bits.to_bytes(2, "little")
-    return bytes(data)
 
 
 @pytest.mark.parametrize("bits", [7, 12, 0, 8, 24])

@@ -29,6 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from websockets.sync.client import connect
 
+from tests.audio_builders import write_audio
 from tests.helpers import ROOT, SAMPLES, LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -289,7 +290,7 @@ def microphone_file(tmp_path):
     plays (looping); returns its path and samples."""
     speech, rate = sf.read(SAMPLES / "speech_48000.wav", dtype="float32")
     path = tmp_path / "microphone.wav"
-    sf.write(path, speech[:4 * rate], rate, subtype="PCM_16")
+    write_audio(path, speech[:4 * rate], rate, subtype="PCM_16")
     samples, _ = sf.read(path, dtype="float32")
     return path, samples, rate
 

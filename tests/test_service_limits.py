@@ -268,7 +268,7 @@ def rss_mb(pid: int) -> float:
 
 def test_bombs_and_liars_get_their_answer_and_memory_stays_within_the_budget(
         empty_models_dir):
-    from tests.test_budget import flac, flac_bomb, tone
+    from tests.audio_builders import flac, flac_bomb, tone
 
     budget_mb = 256
     cases = [

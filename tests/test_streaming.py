@@ -12,8 +12,8 @@ from enhancer import AudioEnhancer
 from enhancer.apps.enhance_files import BLOCK_MODEL_SAMPLES, block_frames, enhance_blocks
 from enhancer.audio.decode import open_audio
 from enhancer.errors import InvalidAudio
+from tests.audio_builders import flac, float_wav
 from tests.helpers import DENOISER, same_bits
-from tests.test_budget import flac
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +36,6 @@ def in_blocks(enhancer: AudioEnhancer, data: bytes, block_model_samples: int) ->
     assert len(blocks) > 3  # the test is about block edges
     out = np.concatenate(blocks)
     return out[:, 0] if out.shape[1] == 1 else out
-
-
-def float_wav(samples: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="WAV", subtype="FLOAT")
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("rate", [48000, 44100, 16000, 8000, 22050, 96000, 12345])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from enhancer import AudioEnhancer
+from tests.audio_builders import write_audio
 from tests.helpers import ROOT, same_bits
 
 
@@ -165,8 +166,6 @@ def test_recorded_noises_leave_out_voices_and_keep_held_out_recordings_apart(tmp
     """Training's noises never include a voice or a held-out recording; the extra noise
     packages (``more``) reach training only. Each file is told apart by its length in
     tenths of a second (the clips come back at unit RMS)."""
-    import soundfile as sf
-
     from training import real_data
 
     files = {"asterisk/moh/manolo_camp-morning_coffee.wav": 1,  # training music
@@ -180,7 +179,7 @@ def test_recorded_noises_leave_out_voices_and_keep_held_out_recordings_apart(tmp
         path.parent.mkdir(parents=True, exist_ok=True)
         if tenths:
             tone = 0.1 * np.sin(np.arange(4800 * tenths) * 0.05).astype(np.float32)
-            sf.write(path, tone, 48000, format="OGG" if name.endswith(".oga") else "WAV")
+            write_audio(path, tone, 48000, "OGG" if name.endswith(".oga") else "WAV")
         else:
             path.write_bytes(b"RIFF\x04\x00\x00\x00WAVEfmt ")
 
