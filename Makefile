@@ -1,5 +1,6 @@
 # make run  - create .venv, install, and serve on 127.0.0.1:8080 (APP_INTERFACE/APP_PORT)
-# make test - create .venv, install the test tools too, lint, type-check and run every test
+# make test - create .venv, install the test tools too, lint, type-check, build the docs and run every test
+# make docs - refresh the docs' generated tables and screenshots, build the site into build/site
 # make run-cluster - a Ray head on this machine and the service on it (BACKEND=ray)
 # make train - fetch the Debian speech and noise packages (apt-get download, no root) and
 #   train the recurrent denoiser (three cycles, 10,400 steps, about 85 minutes on 2 cores)
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RAY := $(VENV)/bin/ray
 
-.PHONY: run run-cluster test lint bench bench-ray bench-quality soak train clean
+.PHONY: run run-cluster test lint docs bench bench-ray bench-quality soak train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,7 @@ run: $(VENV)/.runtime
 	$(PY) main.py
 
 test: lint $(VENV)/.ray
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet -d build/site
 	$(PY) -m pytest
 
 # The Ray Serve extra: tests/test_ray.py and run-cluster need it; run does not. Where it
@@ -74,6 +76,16 @@ train: $(VENV)/.dev
 $(VENV)/.quality: requirements-quality.txt $(VENV)/.dev
 	$(PY) -m pip install --quiet -r requirements-quality.txt
 	touch $@
+
+# The documentation site, offline, into build/site: the generated parts first (the settings
+# table, the benchmark tables from bench/*.md), then the screenshots the page tests took.
+SCREENSHOTS := build/test-artifacts
+docs: $(VENV)/.dev
+	$(PY) -m tools.settings_table
+	$(PY) -m bench.docs_sections
+	for png in page.png live.png; do \
+		if [ -f $(SCREENSHOTS)/$$png ]; then cp $(SCREENSHOTS)/$$png docs/$$png; fi; done
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info
