@@ -50,6 +50,8 @@ def update_page(page: Path = CONFIG_PAGE) -> bool:
     """Put :func:`settings_table` between the page's markers; True if it changed."""
     start, end = MARKERS
     text = page.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{page} lacks the markers {start.strip()} and {end}")
     before, rest = text.split(start, 1)
     updated = before + start + settings_table() + rest[rest.index(end):]
     if updated != text:
