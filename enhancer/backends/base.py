@@ -39,8 +39,10 @@ class Backend(Protocol):
     frames_processed: int
     """Frames run so far, for metrics."""
 
-    restarts: int
-    """Workers replaced after dying, for metrics."""
+    @property
+    def restarts(self) -> int:
+        """Workers replaced after dying, for metrics."""
+        ...
 
     def run(self, job: Job, session_id: str, progress: Progress | None = None,
             priority: Priority = Priority.FILE) -> Future[Job]:

@@ -27,7 +27,7 @@ Glossary:
   trip for many chunks.
 - *live*: a stream's chunk goes before any file's segment; while streams are live, files'
   segments are short and stay off the *live lane*, the one worker chunks go to first
-  (:func:`~enhancer.backends.pool.records.pick_worker`), so a chunk never waits behind a
+  (:func:`~enhancer.backends.pool.scheduling.pick_worker`), so a chunk never waits behind a
   file. The other workers, the *file lanes*, run at a lower CPU priority
   (``FILE_LANE_NICE``): when the machine is busy, a long file takes only what the live lane,
   the API and its clients leave.
@@ -41,61 +41,55 @@ worker killed while holding that queue's lock would freeze every other worker, a
 would know which block the dead worker held. With a pipe each, the collector knows every
 worker's task, fails exactly that session when its worker dies, and starts a replacement.
 
-Threads: the collector thread alone owns ``_workers``, ``_round_robin``, the arenas and every
-task and session's progress counters. Callers touch only ``unprocessed_frames_queue``
-(thread-safe), the wake-up pipe, and ``_closed`` under ``_close_lock``.
+The collector's work is in three parts, each a module: :mod:`~enhancer.backends.pool.scheduling`
+(the round robin of sessions, cut into tasks), :mod:`~enhancer.backends.pool.messaging` (the
+wake-up pipe, and each worker's pipe: tasks out, results back) and
+:mod:`~enhancer.backends.pool.supervision` (the workers: started, watched, replaced, stopped).
+Its records are :mod:`~enhancer.backends.pool.records`; a worker runs
+:mod:`~enhancer.backends.pool.worker_process`.
+
+Threads: the collector thread alone owns the scheduler, the supervisor (the workers and their
+arenas) and every task and session's progress counters. Callers touch only
+``unprocessed_frames_queue`` (thread-safe), the wake-up pipe, and ``_closed`` under
+``_close_lock``.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import logging
-import multiprocessing
 import os
 import queue
 import threading
-import time
-from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from multiprocessing.connection import wait
 from pathlib import Path
 
 from enhancer.backends.base import Priority, Progress, Session, fail
-from enhancer.backends.pool import records as work
-from enhancer.backends.pool.records import Arena, Part, Task, Worker
-from enhancer.backends.pool.worker_process import (
-    PLAIN,
-    ArenaSpec,
-    Header,
-    MessageKind,
-    last_line,
-    task_message,
-    worker_failure,
+from enhancer.backends.pool.messaging import (
+    LoadFailed,
+    PartFailed,
+    Ready,
+    TaskDone,
+    WakeUpPipe,
+    receive,
+    send_task,
 )
-from enhancer.errors import EnhancerClosed, ModelError, PoolBroken, WorkerCrashed
+from enhancer.backends.pool.records import Task, Worker
+from enhancer.backends.pool.scheduling import MAX_CHUNKS_PER_TASK, Scheduler
+from enhancer.backends.pool.supervision import Supervisor
+from enhancer.backends.pool.worker_process import ArenaSpec, last_line, worker_failure
+from enhancer.errors import EnhancerClosed, ModelError, PoolBroken
 from enhancer.model.framing import Framing
-from enhancer.model.grid import (
-    Job,
-    input_length,
-    result_length,
-    segment_frames,
-    stream_step_refusal,
-)
+from enhancer.model.grid import Job, segment_frames, stream_step_refusal
+
+__all__ = ["DEFAULT_MIN_BLOCK_DEADLINE_S", "FILE_LANE_NICE", "MAX_CHUNKS_PER_TASK", "WorkerPool"]
 
 log = logging.getLogger("enhancer.pool")
 
 WORKER_START_TIMEOUT_S = 60.0
-WORKER_STOP_TIMEOUT_S = 5.0
-MAX_FAILED_STARTS = 3
-# A segment's deadline: the floor plus this many times its expected run time; generous, so a
-# busy machine never kills a healthy worker, and a hung one is still caught within seconds.
-DEADLINE_FACTOR = 50.0
-DEFAULT_MIN_BLOCK_DEADLINE_S = 5.0
-# Most stream chunks one task takes when chunks queue up: one wake-up and one round trip for
-# all, yet a chunk waits for at most this many others before its result comes back.
-MAX_CHUNKS_PER_TASK = 8
+DEFAULT_MIN_BLOCK_DEADLINE_S = 5.0  # the watchdog's floor (scheduling.DEADLINE_FACTOR)
 # The file lanes' niceness: below the API process and the live lane, so on a busy machine a
 # long file gets the CPU that live streams leave free. 0 turns it off.
 FILE_LANE_NICE = 10
@@ -128,34 +122,25 @@ class WorkerPool:
         self.max_segment_frames = max_segment_frames
         self.min_block_deadline_s = min_block_deadline_s
         self.arena_prefix = f"enhancer-{os.getpid()}-{id(self):x}-"  # under /dev/shm
-        self._arena_names = (f"{self.arena_prefix}{n}" for n in itertools.count())
         self.unprocessed_frames_queue: queue.SimpleQueue[Session] = queue.SimpleQueue()
         self.frames_processed = 0
         self.tasks_sent = 0
-        self.restarts = 0
-        self.hung_workers = 0
-        # The model's speed, measured: a running average over the blocks run so far.
-        self._seconds_per_frame = seconds_per_frame
         self._pending = 0
         self._pending_lock = threading.Lock()
-        self._ctx = multiprocessing.get_context("spawn")
-        self._workers: list[Worker] = []
-        # Sessions with frames left to send, taking turns; live streams' before files'.
-        self._round_robin: dict[Priority, deque[Session]] = {p: deque() for p in Priority}
-        self._task_ids = itertools.count(1)
-        self._last_live = -work.LIVE_RECENT_S  # when a live chunk last came
-        self._failed_starts = 0
+        self._scheduler = Scheduler(self.state_size, min_block_deadline_s, seconds_per_frame)
+        self._supervisor = Supervisor(
+            self.model_path, self.step_model_path, num_threads,
+            ArenaSpec("", framing.frame_length, framing.hop_length, framing.window,
+                      max_segment_frames, framing.context, self.state_size, MAX_CHUNKS_PER_TASK),
+            self.arena_prefix, file_lane_nice, self._scheduler)
         self._broken_reason: str | None = None
         self._closed = False
         self._closing = False
         self._close_lock = threading.Lock()
         self._all_ready = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._wake_due = False
-        for end in (self._wake_r, self._wake_w):
-            os.set_blocking(end, False)
+        self._wake_up = WakeUpPipe()
         for index in range(num_processes):
-            self._start_worker(live_lane=index == 0)
+            self._supervisor.start(live_lane=index == 0)
         self._collector = threading.Thread(target=self._collect, name="enhancer-collector",
                                            daemon=True)
         self._collector.start()
@@ -189,7 +174,7 @@ class WorkerPool:
                 future.set_exception(PoolBroken(self._broken_reason))
             else:
                 self.unprocessed_frames_queue.put(session)
-                self._wake()
+                self._wake_up.wake()
         return future
 
     @property
@@ -211,6 +196,21 @@ class WorkerPool:
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in list(self._workers) if w.process.pid]
 
+    @property
+    def restarts(self) -> int:
+        """Workers replaced after dying."""
+        return self._supervisor.restarts
+
+    @property
+    def hung_workers(self) -> int:
+        """Workers the watchdog killed for holding a task past its deadline."""
+        return self._supervisor.hung_workers
+
+    @property
+    def _workers(self) -> list[Worker]:
+        """The current workers (the collector's own list)."""
+        return self._supervisor.workers
+
     def close(self) -> None:
         with self._close_lock:
             if self._closed:
@@ -218,29 +218,28 @@ class WorkerPool:
             self._closed = True
         atexit.unregister(self.close)
         self._closing = True
-        self._wake()
+        self._wake_up.wake()
         self._collector.join()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wake_up.close()
 
     # ----------------------------------------------------------------- the collector thread
 
     def _collect(self) -> None:
-        """Dispatch blocks, gather results, replace dead workers; until closed."""
+        """Dispatch tasks, gather processed frames, replace dead workers; until closed."""
         try:
             while not self._closing:
                 by_conn = {w.conn: w for w in self._workers}
                 by_sentinel = {w.process.sentinel: w for w in self._workers}
-                # Wake for the next segment's deadline too: that is the watchdog.
-                for ready in wait([self._wake_r, *by_conn, *by_sentinel],
-                                  work.time_to_next_deadline(self._workers)):
-                    if ready == self._wake_r:
-                        self._drain_wake_pipe()
+                # Wake for the next task's deadline too: that is the watchdog.
+                for ready in wait([self._wake_up.reader, *by_conn, *by_sentinel],
+                                  self._supervisor.time_to_next_deadline()):
+                    if ready == self._wake_up.reader:
+                        self._wake_up.drain()
                     elif ready in by_conn:
                         self._receive(by_conn[ready])
                     elif ready in by_sentinel:
                         self._replace(by_sentinel[ready])
-                self._kill_hung_workers()
+                self._supervisor.kill_hung_workers()
                 self._accept_sessions()
                 self._dispatch()
         except Exception as exc:
@@ -248,7 +247,7 @@ class WorkerPool:
             self._mark_broken(f"the worker pool's collector thread failed: "
                               f"{type(exc).__name__}: {exc}")
         finally:
-            self._stop_workers()
+            self._supervisor.stop_all()
             self._all_ready.set()
             self._fail_queued(EnhancerClosed, "the enhancer was closed")
 
@@ -261,21 +260,11 @@ class WorkerPool:
     def _fail_queued(self, error_type: type[Exception], message: str) -> None:
         """Fail every session not yet finished, each with an exception of its own."""
         self._accept_sessions()
-        held = [s for w in self._workers if w.task is not None for s in w.task.sessions]
-        for waiting in self._round_robin.values():
-            for session in [*waiting, *held]:
-                fail(session.future, error_type(message))
-            waiting.clear()
-
-    def _drain_wake_pipe(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 4096):
-                pass
-        # After reading, not before: a byte written meanwhile may have been read above, and
-        # the sessions queued before it are taken next, by _accept_sessions.
-        self._wake_due = False
+        for session in [*self._scheduler.drop_waiting(), *self._supervisor.held_sessions()]:
+            fail(session.future, error_type(message))
 
     def _accept_sessions(self) -> None:
+        """Take every session off the unprocessed frames queue, into the scheduler's turns."""
         while True:
             try:
                 session = self.unprocessed_frames_queue.get_nowait()
@@ -284,134 +273,42 @@ class WorkerPool:
             if self._broken_reason is not None:
                 fail(session.future, PoolBroken(self._broken_reason))
             else:
-                self._round_robin[session.priority].append(session)
-                if session.priority == Priority.LIVE:
-                    self._last_live = time.monotonic()
+                self._scheduler.accept(session)
 
     def _dispatch(self) -> None:
-        """Give each idle worker the next segment, sessions taking turns so none starves;
-        live chunks to the live lane first, file segments to the file lanes. When chunks
-        queue up, a worker takes several at once (their share, at most
-        ``MAX_CHUNKS_PER_TASK``)."""
-        idle = [w for w in self._workers if w.ready and w.task is None]
-        live = self._round_robin[Priority.LIVE]
-        while idle:
-            session = work.next_session(self._round_robin)
-            if session is None:
-                return
-            worker = work.pick_worker(idle, session.priority, len(self._workers),
-                                      self._last_live)
-            if worker is None:
-                self._round_robin[session.priority].appendleft(session)
-                return  # only file segments are left, and the live lane waits for chunks
-            share = 1
-            if session.priority == Priority.LIVE:
-                share = min(MAX_CHUNKS_PER_TASK, -(-(len(live) + 1) // len(idle)))
-            idle.remove(worker)
-            parts: list[Part] = []
-            while session is not None:
-                if not self._take_part(session, worker.arena, parts):
-                    live.appendleft(session)  # the arena is full: it goes first next time
-                    break
-                session = (work.next_session({Priority.LIVE: live})
-                           if session.priority == Priority.LIVE and len(parts) < share
-                           else None)
-            now = time.monotonic()
-            task = Task(next(self._task_ids), parts, now, now + self.min_block_deadline_s
-                        + DEADLINE_FACTOR * sum(p.count for p in parts) * self._seconds_per_frame)
+        """Send each idle worker its next task, as the scheduler cuts them."""
+        for worker, task in self._scheduler.tasks(self._workers):
             worker.task = task
             self.tasks_sent += 1
-            try:
-                worker.conn.send_bytes(task_message(task.task_id, [p.count for p in parts],
-                                                    [p.kind for p in parts]))
-            except OSError:
+            if not send_task(worker, task):
                 self._replace(worker)
 
-    def _take_part(self, session: Session, arena: Arena, parts: list[Part]) -> bool:
-        """Add the session's next segment to the task's ``parts`` and its samples to the
-        arena, after those of the parts before; False if the arena has no room left for it."""
-        if session.retry:
-            first, count = session.retry[0]
-        else:
-            first = session.next_frame
-            _, _, count = session.job.locate(first, work.segment_limit(session,
-                                                                       self._last_live))
-        channel, channel_first, count = session.job.locate(first, count)
-        # A stream step's state goes in front of its samples and comes back behind its result.
-        state_floats = 0 if channel.state is None else self.state_size
-        input_size = state_floats + input_length(channel.framing, count)
-        result_size = result_length(channel.framing, count) + state_floats
-        taken = sum(p.input_size for p in parts)
-        written = sum(p.result_size for p in parts)
-        if parts and (taken + input_size > arena.samples.shape[0]
-                      or written + result_size > arena.result.shape[0]):
-            return False
-        if session.retry:
-            session.retry.popleft()
-        else:
-            session.next_frame += count
-        if session.has_work():
-            self._round_robin[session.priority].append(session)
-        if channel.state is not None:
-            arena.samples[taken:taken + state_floats] = channel.state
-        channel.input_for(channel_first, count, arena.samples[taken + state_floats:])
-        kind = PLAIN if channel.state is None else channel.framing.context
-        parts.append(Part(session, first, count, channel, channel_first, written, input_size,
-                          result_size, kind))
-        return True
-
-    def _kill_hung_workers(self) -> None:
-        """The watchdog: a worker past its segment's deadline is killed; its sentinel then
-        fires and :meth:`_replace` starts another and runs the segment again."""
-        for worker, task in work.overdue(self._workers):
-            log.warning("worker process %s gave no result within %.1f s: killing it",
-                        worker.process.pid, time.monotonic() - task.sent_at)
-            worker.hung = True
-            self.hung_workers += 1
-            worker.process.kill()
-
     def _receive(self, worker: Worker) -> None:
+        """A worker's message: it is ready, it cannot load the model, or its task is done
+        (the processed frames already in their sessions' jobs) or has failed."""
         try:
-            header = Header.unpack(worker.conn.recv_bytes())
-            if header.kind == MessageKind.READY:
-                worker.ready = True
-                self._failed_starts = 0
-                if all(w.ready for w in self._workers):
+            reply = receive(worker, self.state_size)
+        except (EOFError, OSError, TypeError, ValueError):
+            self._replace(worker)
+            return
+        match reply:
+            case Ready():
+                if self._supervisor.came_up(worker):
                     self._all_ready.set()
-                return
-            if header.kind == MessageKind.FAILED and not worker.ready:
-                remote = worker.conn.recv_bytes().decode(errors="replace")
+            case LoadFailed(remote):
                 self._mark_broken(f"workers cannot load {self.model_path}: {last_line(remote)}")
-                return
-            task = worker.task
-            if (task is None or header.task_id != task.task_id
-                    or (header.kind == MessageKind.RESULT and header.count != task.count)
-                    or (header.kind == MessageKind.FAILED and header.count >= len(task.parts))):
-                raise EOFError("out-of-step message")
-            worker.task = None
-            if header.kind == MessageKind.FAILED:
-                remote = worker.conn.recv_bytes().decode(errors="replace")
-                failed = task.parts[header.count]
+            case PartFailed(task, failed, remote):
                 fail(failed.session.future, worker_failure(
                     f"the model failed: {last_line(remote)}", remote))
                 for part in task.parts:  # the chunks taken with it are fine: run them again
                     if part is not failed:
-                        self._run_again(part)
-                return
-            for part in task.parts:
-                if not part.session.future.done():  # else cancelled or failed: dropped
-                    # Straight from the arena into the job's output.
-                    part.channel.store(part.channel_first, part.count,
-                                       worker.arena.result[part.result_at:])
-                    if part.kind != PLAIN:
-                        end = part.result_at + part.result_size
-                        part.channel.state_out = worker.arena.result[
-                            end - self.state_size:end].copy()
-        except (EOFError, OSError, TypeError, ValueError):
-            self._replace(worker)
-            return
-        elapsed = time.monotonic() - task.sent_at
-        self._seconds_per_frame = 0.9 * self._seconds_per_frame + 0.1 * elapsed / task.count
+                        self._scheduler.run_again(part)
+            case TaskDone(task):
+                self._finish(task)
+
+    def _finish(self, task: Task) -> None:
+        """A task's processed frames are in: a session with all of its in is done."""
+        self._scheduler.measured(task)
         self.frames_processed += task.count
         for part in task.parts:
             session = part.session
@@ -421,83 +318,8 @@ class WorkerPool:
                 with contextlib.suppress(InvalidStateError):
                     session.future.set_result(session.job)
 
-    def _run_again(self, part: Part) -> None:
-        """Queue a part's frames to run again, first in their session's turn."""
-        session = part.session
-        if session.future.done():
-            return
-        session.retry.append((part.first_frame, part.count))
-        waiting = self._round_robin[session.priority]
-        if session not in waiting:
-            waiting.appendleft(session)
-
     def _replace(self, worker: Worker) -> None:
-        """A worker died: fail the session it held and start another worker in its place."""
-        if worker not in self._workers:
-            return
-        self._workers.remove(worker)
-        worker.conn.close()
-        worker.process.join(1.0)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join()
-        task = worker.task
-        if worker.hung and task is not None:
-            how = f"gave no result within {task.deadline - task.sent_at:.1f} s and was killed"
-        else:
-            how = work.describe_exit(worker.process.exitcode)
-        log.warning("worker process %s %s", worker.process.pid, how)
-        for part in task.parts if task is not None else []:
-            if worker.hung and part.first_frame not in part.session.retried:
-                # Hung, not crashed: the block is likely fine, so it runs once more elsewhere.
-                # (A block that crashes a worker is not retried: it could crash the next one.)
-                part.session.retried.add(part.first_frame)
-                self._run_again(part)
-            else:
-                fail(part.session.future, WorkerCrashed(
-                    f"worker process {worker.process.pid} {how} while processing this "
-                    f"request"))
-        if self._closing:
-            worker.arena.unlink()
-            return
-        if not worker.ready:
-            self._failed_starts += 1
-            if self._failed_starts >= MAX_FAILED_STARTS:
-                worker.arena.unlink()
-                self._mark_broken(f"workers keep dying while loading {self.model_path} "
-                                  f"(the last one {how})")
-                return
-        # The dead worker's arena serves its replacement: nothing else can write to it now.
-        self._start_worker(worker.live_lane, worker.arena)
-        self.restarts += 1
-
-    def _spec(self, name: str) -> ArenaSpec:
-        return ArenaSpec(name, self.framing.frame_length, self.framing.hop_length,
-                         self.framing.window, self.max_segment_frames, self.framing.context,
-                         self.state_size, MAX_CHUNKS_PER_TASK)
-
-    def _start_worker(self, live_lane: bool, arena: Arena | None = None) -> None:
-        if arena is None:
-            arena = Arena.create(self._spec(next(self._arena_names)))
-        self._workers.append(Worker.start(self._ctx, str(self.model_path), self.num_threads,
-                                          self._spec(arena.memory.name), arena, live_lane,
-                                          self.file_lane_nice,
-                                          None if self.step_model_path is None
-                                          else str(self.step_model_path)))
-
-    def _stop_workers(self) -> None:
-        for worker in self._workers:
-            worker.send_stop()
-        for worker in self._workers:
-            worker.stop(WORKER_STOP_TIMEOUT_S)
-            for session in worker.task.sessions if worker.task is not None else []:
-                fail(session.future, EnhancerClosed("the enhancer was closed"))
-        self._workers.clear()
-
-    def _wake(self) -> None:
-        # One byte until the collector reads it: it then takes every session queued so far.
-        if self._wake_due:
-            return
-        self._wake_due = True
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"\0")
+        """A worker died: the supervisor settles what it held and starts another."""
+        broken = self._supervisor.replace(worker, self._closing)
+        if broken is not None:
+            self._mark_broken(broken)

@@ -1,6 +1,7 @@
-"""The pool's typed work records: a session, a task and its parts, a worker and its arena.
+"""The pool's typed work records: a task and its parts, a worker and its arena.
 
-Owned by the collector thread of :mod:`enhancer.backends.pool.pool`; nothing here does any work.
+Owned by the collector thread of :mod:`enhancer.backends.pool.pool`; the work on them is
+:mod:`~enhancer.backends.pool.scheduling`'s and :mod:`~enhancer.backends.pool.supervision`'s.
 
 Shared memory is made and unlinked by the pool's process only. Arenas are unlinked when the
 pool closes; a dead worker's arena is handed to its replacement; if the pool's process itself
@@ -12,16 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import signal
-import time
-from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from enhancer.backends.base import Priority, Session
+from enhancer.backends.base import Session
 from enhancer.backends.pool.worker_process import ArenaSpec, Header, MessageKind, worker_main
 from enhancer.model.grid import ChannelJob
 
@@ -122,67 +120,3 @@ class Worker:
             self.process.join()
         self.conn.close()
         self.arena.unlink()
-
-
-def describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "stopped answering"
-    if exitcode < 0:
-        try:
-            return f"was killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"was killed by signal {-exitcode}"
-    return f"exited with status {exitcode}"
-
-
-def time_to_next_deadline(workers: list[Worker]) -> float | None:
-    """Seconds until the first held segment's deadline; None when no worker holds one."""
-    deadlines = [w.task.deadline for w in workers if w.task is not None]
-    return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-
-
-def overdue(workers: list[Worker]) -> list[tuple[Worker, Task]]:
-    """The workers past their segment's deadline, not yet killed for it, and the segment."""
-    now = time.monotonic()
-    return [(w, w.task) for w in workers
-            if w.task is not None and now > w.task.deadline and not w.hung]
-
-
-# Within this long of a live chunk, file segments are cut to this many frames.
-LIVE_RECENT_S, FILE_FRAMES_WHILE_LIVE = 1.0, 32
-
-
-def segment_limit(session: Session, last_live: float) -> int:
-    """While streams are live, file segments are short, so a chunk never waits long for a
-    worker to come free."""
-    if session.priority == Priority.FILE and time.monotonic() - last_live < LIVE_RECENT_S:
-        return min(session.segment_frames, FILE_FRAMES_WHILE_LIVE)
-    return session.segment_frames
-
-
-def pick_worker(idle: list[Worker], priority: Priority, workers: int,
-                last_live: float) -> Worker | None:
-    """The idle worker a segment of ``priority`` goes to, or None if it must wait.
-
-    One worker is the *live lane*: a stream's chunk goes there first, and while streams are
-    live no file segment does (with two or more workers), so a chunk never waits behind a
-    file. The others are *file lanes*, run at a lower CPU priority (``nice``), so on a busy
-    machine a long file takes the cores the live lane, the API and its clients leave free.
-    """
-    if priority == Priority.LIVE:
-        return next((w for w in idle if w.live_lane), idle[0] if idle else None)
-    file_lane = next((w for w in idle if not w.live_lane), None)
-    if file_lane is not None:
-        return file_lane
-    recent = time.monotonic() - last_live < LIVE_RECENT_S
-    return idle[0] if idle and (not recent or workers < 2) else None
-
-
-def next_session(round_robin: dict[Priority, deque[Session]]) -> Session | None:
-    """The next session with work, live ones first; cancelled or failed ones are dropped."""
-    for waiting in round_robin.values():  # in priority order
-        while waiting:
-            session = waiting.popleft()
-            if not session.future.done():
-                return session
-    return None

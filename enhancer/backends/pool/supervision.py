@@ -1,0 +1,170 @@
+"""Supervision: the workers' lives, from spawn to stop.
+
+Each worker is spawned on its *arena* (made once, then handed to its replacements) and says
+READY once its model is loaded. The watchdog kills a worker that holds its task past the
+deadline. A worker that dies (its process sentinel fires, or its pipe breaks) is replaced:
+the sessions it held fail with ``WorkerCrashed``, or, if it hung, its segments run once more
+elsewhere. Workers that keep dying while they load break the pool (:class:`Supervisor`
+says why; the pool fails every session).
+
+Owned by the collector thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import multiprocessing
+import signal
+import time
+from pathlib import Path
+
+from enhancer.backends.base import Session, fail
+from enhancer.backends.pool.records import Arena, Task, Worker
+from enhancer.backends.pool.scheduling import Scheduler
+from enhancer.backends.pool.worker_process import ArenaSpec
+from enhancer.errors import EnhancerClosed, WorkerCrashed
+
+log = logging.getLogger("enhancer.pool")
+
+WORKER_STOP_TIMEOUT_S = 5.0
+MAX_FAILED_STARTS = 3
+
+
+class Supervisor:
+    """The pool's worker processes: started, watched, replaced and stopped."""
+
+    def __init__(self, model_path: Path, step_model_path: Path | None, num_threads: int,
+                 arena_layout: ArenaSpec, arena_prefix: str, file_lane_nice: int,
+                 scheduler: Scheduler) -> None:
+        self.model_path = model_path
+        self.step_model_path = step_model_path
+        self.num_threads = num_threads
+        self.file_lane_nice = file_lane_nice
+        self.workers: list[Worker] = []
+        self.restarts = 0
+        self.hung_workers = 0
+        self._arena_layout = arena_layout  # every arena's, but its name
+        self._arena_names = (f"{arena_prefix}{n}" for n in itertools.count())
+        self._scheduler = scheduler  # to run a hung worker's segments again
+        self._failed_starts = 0
+        self._ctx = multiprocessing.get_context("spawn")
+
+    def start(self, live_lane: bool, arena: Arena | None = None) -> None:
+        """Spawn a worker on ``arena`` (a new one if None); it says READY when loaded."""
+        if arena is None:
+            arena = Arena.create(self._spec(next(self._arena_names)))
+        self.workers.append(Worker.start(
+            self._ctx, str(self.model_path), self.num_threads, self._spec(arena.memory.name),
+            arena, live_lane, self.file_lane_nice,
+            None if self.step_model_path is None else str(self.step_model_path)))
+
+    def _spec(self, name: str) -> ArenaSpec:
+        return dataclasses.replace(self._arena_layout, name=name)
+
+    def came_up(self, worker: Worker) -> bool:
+        """``worker`` said READY; True when every worker has."""
+        worker.ready = True
+        self._failed_starts = 0
+        return all(w.ready for w in self.workers)
+
+    def held_sessions(self) -> list[Session]:
+        """The sessions whose segments the workers hold now."""
+        return [s for w in self.workers if w.task is not None for s in w.task.sessions]
+
+    def time_to_next_deadline(self) -> float | None:
+        """Seconds until the first held task's deadline; None when no worker holds one."""
+        deadlines = [w.task.deadline for w in self.workers if w.task is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def kill_hung_workers(self) -> None:
+        """The watchdog: a worker past its task's deadline is killed; its sentinel then
+        fires and :meth:`replace` starts another and runs the segments again."""
+        for worker, task in _overdue(self.workers):
+            log.warning("worker process %s gave no result within %.1f s: killing it",
+                        worker.process.pid, time.monotonic() - task.sent_at)
+            worker.hung = True
+            self.hung_workers += 1
+            worker.process.kill()
+
+    def replace(self, worker: Worker, closing: bool) -> str | None:
+        """A worker died: settle the sessions it held and start another in its place (none
+        while ``closing``). Returns why the pool is broken if workers keep dying while they
+        load, else None."""
+        if worker not in self.workers:
+            return None
+        self.workers.remove(worker)
+        how = _bury(worker)
+        self._settle(worker, how)
+        if closing:
+            worker.arena.unlink()
+            return None
+        if not worker.ready:
+            self._failed_starts += 1
+            if self._failed_starts >= MAX_FAILED_STARTS:
+                worker.arena.unlink()
+                return (f"workers keep dying while loading {self.model_path} "
+                        f"(the last one {how})")
+        # The dead worker's arena serves its replacement: nothing else can write to it now.
+        self.start(worker.live_lane, worker.arena)
+        self.restarts += 1
+        return None
+
+    def _settle(self, worker: Worker, how: str) -> None:
+        """A dead worker's task: a hung worker's segments run once more elsewhere; a
+        crashed worker's sessions fail."""
+        for part in worker.task.parts if worker.task is not None else []:
+            if worker.hung and part.first_frame not in part.session.retried:
+                # Hung, not crashed: the block is likely fine, so it runs once more elsewhere.
+                # (A block that crashes a worker is not retried: it could crash the next one.)
+                part.session.retried.add(part.first_frame)
+                self._scheduler.run_again(part)
+            else:
+                fail(part.session.future, WorkerCrashed(
+                    f"worker process {worker.process.pid} {how} while processing this "
+                    f"request"))
+
+    def stop_all(self) -> None:
+        """Stop every worker and free its arena; the sessions they held fail."""
+        for worker in self.workers:
+            worker.send_stop()
+        for worker in self.workers:
+            worker.stop(WORKER_STOP_TIMEOUT_S)
+            for session in worker.task.sessions if worker.task is not None else []:
+                fail(session.future, EnhancerClosed("the enhancer was closed"))
+        self.workers.clear()
+
+
+def _bury(worker: Worker) -> str:
+    """Close a dead worker's pipe and reap its process; how it ended, in words."""
+    worker.conn.close()
+    worker.process.join(1.0)
+    if worker.process.is_alive():
+        worker.process.kill()
+        worker.process.join()
+    task = worker.task
+    if worker.hung and task is not None:
+        how = f"gave no result within {task.deadline - task.sent_at:.1f} s and was killed"
+    else:
+        how = describe_exit(worker.process.exitcode)
+    log.warning("worker process %s %s", worker.process.pid, how)
+    return how
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
+def _overdue(workers: list[Worker]) -> list[tuple[Worker, Task]]:
+    """The workers past their task's deadline, not yet killed for it, and the task."""
+    now = time.monotonic()
+    return [(w, w.task) for w in workers
+            if w.task is not None and now > w.task.deadline and not w.hung]
