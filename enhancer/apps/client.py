@@ -28,6 +28,7 @@ import numpy as np
 
 from enhancer.audio.encode import quantize
 from enhancer.audio.formats import RAW_FORMATS
+from enhancer.close_codes import CloseCode
 from enhancer.errors import EnhancerError
 
 
@@ -35,6 +36,7 @@ class StreamError(EnhancerError):
     """The server closed the stream with an error code; ``code`` and ``reason`` say why."""
 
     def __init__(self, code: int, reason: str) -> None:
+        code = int(code)  # the number, whether it is one of CloseCode or not
         super().__init__(f"the stream was closed with code {code}: {reason}")
         self.code = code
         self.reason = reason
@@ -143,13 +145,13 @@ async def _await_ready(websocket: Any) -> None:
     except ConnectionClosed as closed:
         raise _stream_error(closed) from None
     if ready.get("type") != "ready":
-        raise StreamError(1002, f"unexpected first message {ready!r}")
+        raise StreamError(CloseCode.PROTOCOL_ERROR, f"unexpected first message {ready!r}")
 
 
 def _stream_error(closed: Exception) -> StreamError:
     received = getattr(closed, "rcvd", None)
     if received is None:
-        return StreamError(1006, "the connection was lost")
+        return StreamError(CloseCode.ABNORMAL, "the connection was lost")
     return StreamError(received.code, received.reason)
 
 
@@ -226,7 +228,7 @@ class RemoteStream:
         try:
             self._websocket = await connect(self.address, max_size=None, compression=None)
         except OSError as exc:
-            raise StreamError(1006, f"cannot reach {self.address}: {exc}") from None
+            raise StreamError(CloseCode.ABNORMAL, f"cannot reach {self.address}: {exc}") from None
         await _await_ready(self._websocket)
         self._reader = asyncio.create_task(self._read())
         self._started = time.monotonic()
@@ -244,7 +246,7 @@ class RemoteStream:
         except ConnectionClosed:
             pass
         code = self._websocket.close_code
-        if code not in (1000, None):
+        if code not in (CloseCode.NORMAL, None):
             raise StreamError(code, self._websocket.close_reason or "")
 
     def _take(self) -> np.ndarray:
