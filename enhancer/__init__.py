@@ -39,10 +39,31 @@ if TYPE_CHECKING:
     from enhancer.registry import ModelRegistry
     from enhancer.stream import EnhancerStream
 
-try:
-    __version__ = version("audio-enhancer")
-except PackageNotFoundError:  # a checkout that was never installed
-    __version__ = "0+unknown"
+DISTRIBUTION = "audio-enhancer"
+
+
+def _version() -> str:
+    """The installed distribution's version or, in a checkout that was never installed, the
+    one its pyproject.toml declares."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        pass
+    import tomllib
+
+    from enhancer.paths import PROJECT_DIR
+
+    try:
+        with open(PROJECT_DIR / "pyproject.toml", "rb") as file:
+            project = tomllib.load(file)["project"]
+    except (OSError, tomllib.TOMLDecodeError, KeyError):
+        return "0+unknown"
+    if project.get("name") != DISTRIBUTION:  # the package was copied into another project
+        return "0+unknown"
+    return str(project.get("version", "0+unknown"))
+
+
+__version__ = _version()
 
 # Public name -> the module that defines it.
 _HOMES = {
