@@ -23,6 +23,9 @@ from enhancer.paths import DENOISER_MODEL, PASSTHROUGH_MODEL, PROJECT_DIR
 
 ROOT = PROJECT_DIR
 SAMPLES = ROOT / "audio_samples"
+# What tests make for people to look at (screenshots), kept out of the tracked tree: build/
+# is git-ignored. The paths under it are stable (``make docs`` copies from them).
+ARTIFACTS = ROOT / "build" / "test-artifacts"
 # The ×3 passthrough is the exactness reference: output is exactly 3 × input.
 PASSTHROUGH = PASSTHROUGH_MODEL
 DENOISER = DENOISER_MODEL

@@ -2,8 +2,10 @@
 against a live server.
 
 Needs Debian's ``chromium`` and ``chromium-driver``; skipped without them unless CI is set.
-Every run writes the screenshots the README shows: ``docs/page.png`` (a file enhanced) and
-``docs/live.png`` (live mode streaming).
+Every run saves the screenshots the README shows, outside the tracked tree so that tests
+leave it clean: ``build/test-artifacts/page.png`` (a file enhanced) and
+``build/test-artifacts/live.png`` (live mode streaming), overwritten each run. Those paths are
+stable: ``make docs`` copies them to ``docs/page.png`` and ``docs/live.png``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from websockets.sync.client import connect
 
 from tests.audio_builders import write_audio
-from tests.helpers import ROOT, SAMPLES, LiveServer
+from tests.helpers import ARTIFACTS, SAMPLES, LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -137,9 +139,10 @@ def elsewhere(requested: set[str], url: str) -> set[str]:
 
 
 def screenshot(browser, name: str) -> Path:
-    """Save the page to ``docs/NAME`` (committed, shown in the README), overwriting."""
-    path = ROOT / "docs" / name
-    path.parent.mkdir(exist_ok=True)
+    """Save the page to ``build/test-artifacts/NAME``, overwriting (``make docs`` copies it
+    to ``docs/NAME``, which the README shows)."""
+    path = ARTIFACTS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(path))
     assert path.stat().st_size > 10_000
