@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -363,6 +364,11 @@ def test_the_default_model_is_the_speech_denoiser():
         assert listed["denoiser_48k"] is True and listed["passthrough_model_lite"] is False
 
 
+def test_the_api_version_is_the_package_version(client):
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert client.get("/openapi.json").json()["info"]["version"] == declared
+
+
 def test_swagger_form_opens_with_valid_choices_and_readable_operation_ids(client):
     schema = client.get("/openapi.json").json()
     operations = {op["operationId"] for path in schema["paths"].values()
@@ -373,6 +379,10 @@ def test_swagger_form_opens_with_valid_choices_and_readable_operation_ids(client
     fields = schema["components"]["schemas"][ref]["properties"]
     assert fields["model"]["enum"] == ["passthrough_model_lite", "denoiser_48k"]
     assert fields["model"]["default"] == "passthrough_model_lite"
+    assert next(iter(fields)) == "file"  # the field to fill first
+    # The same choices for a raw body's query.
+    query = {p["name"]: p for p in schema["paths"]["/enhance"]["post"]["parameters"]}
+    assert query["model"]["schema"]["enum"] == ["passthrough_model_lite", "denoiser_48k"]
     formats = schema["components"]["schemas"]["RawFormat"]["enum"]
     assert formats == ["f32le", "s16le"] and fields["format"]["default"] == "f32le"
     disposition = schema["paths"]["/enhance"]["post"]["responses"]["200"]["headers"][

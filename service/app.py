@@ -15,16 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+import enhancer
 from enhancer.errors import EnhancerError
 from enhancer.registry import ModelRegistry
 from service.deps import require_api_key
-from service.middleware import (
-    EnhanceLimits,
-    InflightMemory,
-    Metrics,
-    MetricsMiddleware,
-    error_response,
-)
+from service.memory import InflightMemory
+from service.metrics import Metrics
+from service.middleware import EnhanceLimits, MetricsMiddleware, error_response
 from service.routes import STATIC_DIR, keyed_router, router
 from service.settings import Settings, load_settings
 from service.stream_routes import StreamCount, stream_router
@@ -56,6 +53,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(models.close)
 
 
+DESCRIPTION = (
+    "Enhance speech with a TFLite model. Upload WAV, FLAC or headerless samples to "
+    "`POST /enhance` and get the enhanced audio back in the same format, rate, channels and "
+    "length. Try it in a browser at `/`.\n\n"
+    "**Live streams**: `WebSocket /enhance/stream?sample_rate=48000&encoding=f32le&"
+    "channels=1&model=NAME` (with an API key set, the `X-API-Key` header or the `api_key` "
+    "query parameter). Send binary PCM chunks of any size; enhanced PCM comes back as each "
+    "hop is ready; send the text `{\"type\": \"end\"}` to flush the tail and get a JSON "
+    "summary. Close codes: 4400 bad parameter or message, 4401 key, 4404 unknown model, "
+    "4408 idle or not reading, 4415 encoding, 4422 bad data, 1009 message too large, "
+    "1011 server error, 1013 too many streams.")
+
+
 def _openapi_with_served_models(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI schema, with ``model`` an enum of the served models, the default first.
 
@@ -68,44 +78,37 @@ def _openapi_with_served_models(app: FastAPI) -> dict[str, Any]:
     for component in schema.get("components", {}).get("schemas", {}).values():
         properties = component.get("properties", {})
         if "file" in properties:
-            # Optional in the code only because the audio may come as the raw body instead.
+            # Optional in the code only because the audio may come as the raw body instead;
+            # first, as the form's one field that must be filled.
             component["required"] = ["file"]
+            component["properties"] = properties = {"file": properties.pop("file"),
+                                                    **properties}
             properties["file"].pop("anyOf", None)
             properties["file"].update(type="string", format="binary")
         field = properties.get("model")
         if models is not None and field is not None and "anyOf" in field:
             field.pop("anyOf")
             field.update(type="string", enum=models.names, default=models.default_name)
-    if models is None:
+    if models is not None:
+        _served_models_in_queries(schema, models)
+    else:
         app.openapi_schema = None  # not started yet: describe without the choices, cache later
     return schema
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the worker pools start with the app's lifespan, not here."""
-    settings = settings or load_settings()
-    metrics = Metrics()
-    app = FastAPI(
-        title="Audio enhancement service",
-        version="1.0.0",
-        description="Enhance speech with a TFLite model. Upload WAV, FLAC or headerless "
-                    "samples to `POST /enhance` and get the enhanced audio back in the same "
-                    "format, rate, channels and length. Try it in a browser at `/`.\n\n"
-                    "**Live streams**: `WebSocket /enhance/stream?sample_rate=48000&"
-                    "encoding=f32le&channels=1&model=NAME` (with an API key set, the "
-                    "`X-API-Key` header or the `api_key` query parameter). Send binary PCM "
-                    "chunks of any size; enhanced PCM comes back as each hop is ready; send "
-                    "the text `{\"type\": \"end\"}` to flush the tail and get a JSON "
-                    "summary. Close codes: 4400 bad parameter or message, 4401 key, 4404 "
-                    "unknown model, 4408 idle or not reading, 4415 encoding, 4422 bad data, "
-                    "1009 message too large, 1011 server error, 1013 too many streams.",
-        lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.openapi = lambda: _openapi_with_served_models(app)  # type: ignore[method-assign]
-    app.state.memory = memory = InflightMemory(int(settings.MAX_INFLIGHT_MB * 1_000_000))
-    app.add_middleware(EnhanceLimits, settings=settings, metrics=metrics, memory=memory)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+def _served_models_in_queries(schema: dict[str, Any], models: ModelRegistry) -> None:
+    """The ``model`` query parameter (of a raw-body upload) as an enum of the served models;
+    no default, so Swagger UI sends it only when one is picked."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") == "model" and "anyOf" in parameter["schema"]:
+                    parameter["schema"].pop("anyOf")
+                    parameter["schema"].update(type="string", enum=models.names)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Library errors as their HTTP status; validation errors as one line of ``detail``."""
 
     @app.exception_handler(EnhancerError)
     async def enhancer_error(request: Request, exc: EnhancerError) -> JSONResponse:
@@ -116,6 +119,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         problems = "; ".join(f"{err['loc'][-1]}: {err['msg']}" for err in exc.errors())
         return JSONResponse({"detail": problems}, status_code=422)
 
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the worker pools start with the app's lifespan, not here."""
+    settings = settings or load_settings()
+    metrics = Metrics()
+    app = FastAPI(title="Audio enhancement service", version=enhancer.__version__,
+                  description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.openapi = lambda: _openapi_with_served_models(app)  # type: ignore[method-assign]
+    app.state.memory = memory = InflightMemory(int(settings.MAX_INFLIGHT_MB * 1_000_000))
+    app.add_middleware(EnhanceLimits, settings=settings, metrics=metrics, memory=memory)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _add_error_handlers(app)
     # The key is checked by EnhanceLimits before any body is read; the dependency puts its
     # scheme in the OpenAPI schema, and only when a key is set.
     guard = [Depends(require_api_key)] if settings.API_KEY else []

@@ -1,4 +1,5 @@
-"""The routes' dependencies, as ``Annotated`` aliases: settings, models, metrics, the API key."""
+"""The routes' dependencies, as ``Annotated`` aliases: settings, models, metrics, the in-flight
+memory, the API key."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
 from enhancer.registry import ModelRegistry
-from service.middleware import Metrics, keys_equal
+from service.memory import InflightMemory
+from service.metrics import Metrics
+from service.middleware import keys_equal
 from service.settings import Settings
 
 
@@ -24,9 +27,14 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_memory(request: Request) -> InflightMemory:
+    return request.app.state.memory
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+MemoryDep = Annotated[InflightMemory, Depends(get_memory)]
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="Needed only when the service has API_KEY set.")

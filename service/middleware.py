@@ -11,13 +11,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enhancer.errors import EnhancerError, Overloaded, TooLarge
+from service.memory import InflightMemory, Reservation
+from service.metrics import Metrics
 from service.schemas import RETRY_AFTER_S, status_for
 from service.settings import Settings
 
@@ -27,36 +28,6 @@ def error_response(error: EnhancerError) -> JSONResponse:
     status = status_for(error)
     headers = {"Retry-After": str(RETRY_AFTER_S[status])} if status in RETRY_AFTER_S else None
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
-
-
-class Metrics:
-    """The service's Prometheus metrics, in a registry of their own (one per app)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("http_requests", "HTTP requests by path, method and status",
-                                ["path", "method", "status"], registry=self.registry)
-        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency",
-                                 ["path"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                                          10, 30, 60))
-        self.pending = Gauge("enhance_pending_requests",
-                             "/enhance requests waiting or running", registry=self.registry)
-        self.audio_seconds = Counter("enhance_audio_seconds",
-                                     "Seconds of audio enhanced (per channel)",
-                                     registry=self.registry)
-        self.worker_restarts = Gauge("enhance_worker_restarts",
-                                     "Worker processes replaced after dying",
-                                     registry=self.registry)
-        self.pool_sessions = Gauge("enhance_pool_sessions",
-                                   "Sessions (requests or stream chunks) queued or running in "
-                                   "the worker pools", registry=self.registry)
-        self.active_streams = Gauge("enhance_active_streams", "Open /enhance/stream streams",
-                                    registry=self.registry)
-        self.stream_latency = Histogram(
-            "enhance_stream_chunk_seconds", "Time from a stream chunk's arrival to its "
-            "enhanced samples being sent", registry=self.registry,
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 1))
 
 
 class MetricsMiddleware:
@@ -85,32 +56,6 @@ class MetricsMiddleware:
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
-
-
-class InflightMemory:
-    """A budget of bytes that requests in flight may hold, so memory is bounded by a setting,
-    not by the request count. Used from the event loop only, so it needs no lock."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = limit_bytes
-        self.held = 0
-
-    def reserve(self, amount: int) -> None:
-        """Take ``amount`` bytes, or raise ``Overloaded`` (503) if the budget has no room.
-
-        A request that could never fit (more than the whole budget) gets ``TooLarge`` (413).
-        """
-        if amount > self.limit:
-            raise TooLarge(f"enhancing this request needs about {amount / 1e6:.0f} MB, more than "
-                           f"MAX_INFLIGHT_MB={self.limit / 1e6:g}")
-        if self.held + amount > self.limit:
-            raise Overloaded(f"the service is busy: requests in flight hold "
-                             f"{self.held / 1e6:.0f} MB of its {self.limit / 1e6:g} MB; "
-                             f"retry later")
-        self.held += amount
-
-    def release(self, amount: int) -> None:
-        self.held -= amount
 
 
 class EnhanceLimits:
@@ -154,37 +99,40 @@ class EnhanceLimits:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await error_response(TooLarge(self._too_large()))(scope, receive, send)
             return
-        held = 0
-        try:
+        with self.memory.reservation() as body_memory:
             try:
-                chunks = []
-                async for chunk in self._body(receive):
-                    # Twice: the app holds the body once more while it joins or parses it.
-                    self.memory.reserve(2 * len(chunk))
-                    held += 2 * len(chunk)
-                    chunks.append(chunk)
+                chunks = await self._read_body(receive, body_memory)
             except _ClientGone:
                 return
             except (EnhancerError, HTTPException) as problem:
-                response = (error_response(problem) if isinstance(problem, EnhancerError)
-                            else JSONResponse({"detail": problem.detail},
-                                              status_code=problem.status_code))
-                await response(scope, receive, send)
+                await _problem_response(problem)(scope, receive, send)
                 return
-            if self.pending >= self.settings.MAX_PENDING_REQUESTS:
-                busy = Overloaded(f"the service is busy: {self.pending} requests are being "
-                                  f"enhanced; retry later")
-                await error_response(busy)(scope, receive, send)
-                return
-            self.pending += 1
-            self.metrics.pending.set(self.pending)
-            try:
-                await self.app(scope, _replay(chunks, receive), send)
-            finally:
-                self.pending -= 1
-                self.metrics.pending.set(self.pending)
+            await self._run_in_a_slot(scope, receive, send, chunks)
+
+    async def _read_body(self, receive: Receive, body_memory: Reservation) -> list[bytes]:
+        """The whole body, each chunk held against the in-flight memory as it arrives."""
+        chunks = []
+        async for chunk in self._body(receive):
+            # Twice: the app holds the body once more while it joins or parses it.
+            body_memory.add(2 * len(chunk))
+            chunks.append(chunk)
+        return chunks
+
+    async def _run_in_a_slot(self, scope: Scope, receive: Receive, send: Send,
+                             chunks: list[bytes]) -> None:
+        """Hand the request to the app in one of MAX_PENDING_REQUESTS slots, or answer 503."""
+        if self.pending >= self.settings.MAX_PENDING_REQUESTS:
+            busy = Overloaded(f"the service is busy: {self.pending} requests are being "
+                              f"enhanced; retry later")
+            await error_response(busy)(scope, receive, send)
+            return
+        self.pending += 1
+        self.metrics.pending.set(self.pending)
+        try:
+            await self.app(scope, _replay(chunks, receive), send)
         finally:
-            self.memory.release(held)
+            self.pending -= 1
+            self.metrics.pending.set(self.pending)
 
     async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
         """The body's chunks, each within BODY_TIMEOUT_S, at MIN_UPLOAD_KBPS on average."""
@@ -221,6 +169,12 @@ KEYED_PATHS = frozenset({"/enhance", "/metrics"})
 
 class _ClientGone(Exception):
     """The client disconnected while sending its body."""
+
+
+def _problem_response(problem: EnhancerError | HTTPException) -> JSONResponse:
+    if isinstance(problem, EnhancerError):
+        return error_response(problem)
+    return JSONResponse({"detail": problem.detail}, status_code=problem.status_code)
 
 
 def key_matches(scope: Scope, expected: str) -> bool:

@@ -6,10 +6,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import (
     FileResponse,
@@ -23,16 +23,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from enhancer.audio.decode import open_memory, read_decoded
 from enhancer.audio.encode import encode_audio_view
-from enhancer.audio.formats import (
-    MAX_SAMPLE_RATE,
-    MIN_SAMPLE_RATE,
-    SUPPORTED_FORMATS_TEXT,
-    decoded_samples,
-)
-from enhancer.model.attenuation import MAX_ATTEN_LIM_DB
-from service.deps import MetricsDep, ModelsDep, SettingsDep
-from service.middleware import InflightMemory
-from service.schemas import AUDIO_RESPONSE, Health, ModelInfo, RawFormat, Readiness, error
+from enhancer.audio.formats import Budget, DecodedAudio
+from enhancer.audio_enhancer import AudioEnhancer
+from service.deps import MemoryDep, MetricsDep, ModelsDep, SettingsDep
+from service.enhance_request import RAW_BODY_OPENAPI, AudioOptions, EnhanceRequestDep
+from service.memory import Reservation, working_memory
+from service.schemas import AUDIO_RESPONSE, Health, ModelInfo, Readiness, error
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -63,132 +59,74 @@ def content_disposition(filename: str | None) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
-# What a request holds while it is enhanced, per sample at the larger of its rate and the
-# model's: the decoded audio, the resampled channels, the model's output and the encoded
-# answer (measured: 14-16 bytes).
-WORKING_BYTES_PER_SAMPLE = 16
-
-
-def working_memory(frames: int, channels: int, sample_rate: int, model_rate: int) -> int:
-    """Bytes a request of this size holds while it is enhanced."""
-    return WORKING_BYTES_PER_SAMPLE * decoded_samples(frames, channels, sample_rate, model_rate)
-
-
 # Answers larger than this are streamed in pieces of this size.
 STREAM_RESPONSE_BYTES = 1 << 20
-# The Content-Types of a raw (not multipart) upload.
-RAW_BODY_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/flac",
-                            "audio/x-flac", "audio/mpeg", "audio/ogg",
-                            "application/octet-stream"})
-RAW_BODY_OPENAPI = {"requestBody": {"content": {
-    media: {"schema": {"type": "string", "format": "binary"}}
-    for media in sorted(RAW_BODY_TYPES)}}}
-
 
 
 @keyed_router.post("/enhance", response_class=Response, responses=AUDIO_RESPONSE,
                    tags=["enhance"], summary="Enhance an audio file",
                    openapi_extra=RAW_BODY_OPENAPI)
-async def enhance(
-    request: Request,
-    models: ModelsDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    file: Annotated[UploadFile | None, File(
-        description="The audio: WAV, FLAC, MP3, Ogg, or headerless samples in `format`.",
-        # format: binary is what makes Swagger UI show a file picker.
-        json_schema_extra={"format": "binary"})] = None,
-    sample_rate: Annotated[int | None, Form(
-        ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
-        description="Sample rate of headerless audio, Hz. Containers carry their own.",
-        json_schema_extra={"examples": [48000]})] = None,
-    format: Annotated[RawFormat, Form(
-        description=f"Encoding of headerless audio (float32 or int16, little-endian); "
-                    f"containers carry their own. Supported: {SUPPORTED_FORMATS_TEXT}.")
-    ] = RawFormat.f32le,
-    model: Annotated[str | None, Form(
-        description="Which model to use (see `GET /models`); the default model if "
-                    "omitted.")] = None,
-    atten_lim_db: Annotated[float | None, Form(
-        ge=0, le=MAX_ATTEN_LIM_DB,
-        description="Strength: the most the result may attenuate anything, in dB (the "
-                    "original is mixed back in, as DeepFilterNet's option of the same name "
-                    "does); omitted: no limit.")] = None,
-    raw_sample_rate: Annotated[int | None, Query(
-        alias="sample_rate", ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
-        description="With the audio as the raw body: the rate of headerless audio.")] = None,
-    raw_format: Annotated[RawFormat | None, Query(
-        alias="format", description="With the audio as the raw body: the encoding of "
-                                    "headerless audio.")] = None,
-    raw_model: Annotated[str | None, Query(
-        alias="model", description="With the audio as the raw body: which model.")] = None,
-    raw_atten_lim_db: Annotated[float | None, Query(
-        alias="atten_lim_db", ge=0, le=MAX_ATTEN_LIM_DB,
-        description="With the audio as the raw body: the strength limit, dB.")] = None,
-) -> Response:
+async def enhance(asked: EnhanceRequestDep, models: ModelsDep, settings: SettingsDep,
+                  memory: MemoryDep, metrics: MetricsDep) -> Response:
     """Return the enhanced audio in the format, sample rate, channels and length sent.
 
     Send the audio either as the `file` field of a multipart form (browsers, this page), or
     as the raw request body with `Content-Type: audio/wav` (`audio/flac`, `audio/mpeg`,
-    `audio/ogg`, or `application/octet-stream` for headerless samples, with `sample_rate`
-    and `format` in the query), which is read straight from memory.
+    `audio/ogg`, or `application/octet-stream` for headerless samples), which is read
+    straight from memory; the options are then the query's parameters (`sample_rate`,
+    `format`, `model`, `atten_lim_db`) instead of the form's fields.
     """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in RAW_BODY_TYPES:
-        # Joined in a thread: copying a large body here would stall every live stream.
-        chunks = [chunk async for chunk in request.stream()]
-        data, filename = await asyncio.to_thread(b"".join, chunks), None
-        del chunks
-        sample_rate, format, model = raw_sample_rate, raw_format or format, raw_model or model
-        atten_lim_db = raw_atten_lim_db
-    elif file is None:
-        if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            raise HTTPException(422, "file: Field required")
-        raise HTTPException(415, f"send the audio as the `file` field of multipart/form-data, "
-                                 f"or as the body with Content-Type one of "
-                                 f"{', '.join(sorted(RAW_BODY_TYPES))}; got "
-                                 f"{content_type or 'no Content-Type'}")
-    else:
-        data, filename = await file.read(), file.filename
-    enhancer = models.get(model)
-    model_rate = enhancer.model_sample_rate
-    # The header first: a request over the budget is refused before anything is decoded, and
-    # one that would not fit in the memory left waits for nothing (503). The header is read
-    # once: the same reader then decodes.
-    reader = await asyncio.to_thread(open_memory, data, format.value, sample_rate)
-    memory: InflightMemory = request.app.state.memory
-    held = 0
-    try:
-        with reader:
-            info = reader.info
-            settings.budget.check(info, model_rate)
-            if info.frames is not None:
-                amount = working_memory(info.frames, info.channels, info.sample_rate,
-                                        model_rate)
-                memory.reserve(amount)
-                held = amount
-            audio = await asyncio.to_thread(read_decoded, reader, settings.budget, model_rate)
-        del data
-        if info.frames is None:  # a stream of unknown length: its size is known now
-            amount = working_memory(audio.samples.shape[0], audio.channels,
-                                    audio.sample_rate, model_rate)
-            memory.reserve(amount)
-            held = amount
+    data, filename = await asked.read_audio()
+    enhancer = models.get(asked.options.model)
+    with memory.reservation() as working:
+        audio = await _decode_within_budget(data, asked.options, settings.budget,
+                                            enhancer.model_sample_rate, working)
+        del data  # decoded: the upload's bytes are not needed any more
         started = time.perf_counter()
-        try:
-            enhanced = await enhancer.enhance_async(audio.samples, audio.sample_rate,
-                                                    timeout=settings.REQUEST_TIMEOUT_S,
-                                                    atten_lim_db=atten_lim_db)
-        except TimeoutError:
-            raise HTTPException(504, f"enhancing took longer than "
-                                     f"{settings.REQUEST_TIMEOUT_S:g} s") from None
+        enhanced = await _enhance_in_time(enhancer, audio, asked.options.atten_lim_db,
+                                          settings.REQUEST_TIMEOUT_S)
         elapsed = time.perf_counter() - started
         encoded, clipped = await asyncio.to_thread(encode_audio_view, enhanced,
                                                    audio.sample_rate, audio.format)
         del enhanced
-    finally:
-        memory.release(held)
     metrics.audio_seconds.inc(audio.samples.size / audio.sample_rate)
+    return _answer(encoded, audio, filename, elapsed, clipped)
+
+
+async def _decode_within_budget(data: bytes, options: AudioOptions, budget: Budget,
+                                model_rate: int, working: Reservation) -> DecodedAudio:
+    """The audio, decoded once it is known to fit: the budget (413) and the in-flight memory
+    (503 when busy) are checked on the header, before anything is decoded; a stream of
+    unknown length is sized, and held, once decoded. The reader that reads the header then
+    decodes."""
+    reader = await asyncio.to_thread(open_memory, data, options.format.value,
+                                     options.sample_rate)
+    with reader:
+        info = reader.info
+        budget.check(info, model_rate)
+        if info.frames is not None:
+            working.add(working_memory(info.frames, info.channels, info.sample_rate,
+                                       model_rate))
+        audio = await asyncio.to_thread(read_decoded, reader, budget, model_rate)
+    if info.frames is None:  # a stream of unknown length: its size is known now
+        working.add(working_memory(audio.samples.shape[0], audio.channels, audio.sample_rate,
+                                   model_rate))
+    return audio
+
+
+async def _enhance_in_time(enhancer: AudioEnhancer, audio: DecodedAudio,
+                           atten_lim_db: float | None, timeout: float) -> np.ndarray:
+    """The enhanced samples, or 504 if they take longer than REQUEST_TIMEOUT_S."""
+    try:
+        return await enhancer.enhance_async(audio.samples, audio.sample_rate, timeout=timeout,
+                                            atten_lim_db=atten_lim_db)
+    except TimeoutError:
+        raise HTTPException(504, f"enhancing took longer than {timeout:g} s") from None
+
+
+def _answer(encoded: memoryview, audio: DecodedAudio, filename: str | None, elapsed: float,
+            clipped: int) -> Response:
+    """The enhanced audio, with the headers that describe it (``AUDIO_RESPONSE``)."""
     headers = {
         "Content-Disposition": content_disposition(filename),
         "X-Sample-Rate": str(audio.sample_rate),
@@ -197,12 +135,12 @@ async def enhance(
         "X-Processing-Time": f"{elapsed:.6f}",
         "X-Clipped-Samples": str(clipped),
     }
+    media_type = audio.format.media_type
     if len(encoded) <= STREAM_RESPONSE_BYTES:
-        return Response(bytes(encoded), media_type=audio.format.media_type, headers=headers)
+        return Response(bytes(encoded), media_type=media_type, headers=headers)
     # Long audio goes out in pieces, so the send buffer (and a slow reader) holds one at a time.
     headers["Content-Length"] = str(len(encoded))
-    return StreamingResponse(_pieces(encoded), media_type=audio.format.media_type,
-                             headers=headers)
+    return StreamingResponse(_pieces(encoded), media_type=media_type, headers=headers)
 
 
 async def _pieces(encoded: memoryview) -> AsyncIterator[bytes]:

@@ -12,7 +12,7 @@ Protocol (also in the README and the OpenAPI description):
    back in binary messages as soon as each hop is ready.
 4. Send the text message ``{"type": "end"}`` (or ``end``): the server sends the tail, then
    ``{"type": "summary", ...}`` (samples in and out, chunks, and the p50/p99 time from a
-   message's arrival to its enhanced samples leaving), then closes with 1000. In all,
+   message's arrival to its enhanced samples leaving), then closes normally. In all,
    exactly as many samples come back as were sent, equal to ``POST /enhance`` on the whole.
 
 Messages are read as they arrive. A stream that falls behind (a burst from the client, a busy
@@ -20,9 +20,7 @@ machine) takes every audio message waiting at once and enhances them as one chun
 changes nothing in the output, so it catches up instead of falling further behind; a bad
 message in such a batch closes the stream after the audio sent before it.
 
-Close codes: 4400 bad parameter or message, 4401 no or wrong key, 4404 unknown model,
-4408 idle or not reading, 4415 unknown encoding, 4422 bad audio data, 1009 message too
-large, 1011 server error (a worker died holding a chunk), 1013 too many streams.
+Close codes: :class:`enhancer.close_codes.CloseCode`, each with when it is sent.
 """
 
 from __future__ import annotations
@@ -32,135 +30,76 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from enhancer.audio.encode import quantize
-from enhancer.audio.formats import RAW_FORMATS, check_sample_rate
+from enhancer.audio_enhancer import AudioEnhancer
+from enhancer.close_codes import CloseCode
 from enhancer.errors import EnhancerError, InvalidAudio, UnknownModel
-from enhancer.model.attenuation import MAX_ATTEN_LIM_DB, attenuation_floor
 from enhancer.registry import ModelRegistry
 from enhancer.stream import EnhancerStream
-from service.middleware import Metrics, key_matches
+from service.metrics import Metrics
+from service.middleware import key_matches
 from service.settings import Settings
+from service.stream_parameters import StreamClosed, StreamParameters
 
 stream_router = APIRouter()
 
-MAX_CHANNELS_PER_STREAM = 8
 # At most this much audio, as float32, is gathered into one push when messages queue up.
 MAX_GATHERED_BYTES = 1 << 20
-
-
-class StreamClosed(Exception):
-    """End the stream with this close code and reason."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        # A close frame's reason has room for 123 bytes.
-        self.reason = reason.encode()[:123].decode(errors="ignore")
-
-
-@dataclass(frozen=True)
-class StreamParameters:
-    sample_rate: int
-    encoding: str
-    channels: int
-    model: str | None
-    atten_lim_db: float | None
-
-    @classmethod
-    def from_query(cls, query: dict[str, str]) -> StreamParameters:
-        known = {"sample_rate", "encoding", "channels", "model", "api_key", "atten_lim_db"}
-        unknown = sorted(set(query) - known)
-        if unknown:
-            raise StreamClosed(4400, f"unknown parameter {unknown[0]!r}")
-        if "sample_rate" not in query:
-            raise StreamClosed(4400, "sample_rate is required")
-        try:
-            rate = check_sample_rate(int(query["sample_rate"]))
-            channels = int(query.get("channels", "1"))
-        except (TypeError, ValueError) as exc:
-            raise StreamClosed(4400, str(exc) if "between" in str(exc)
-                               else "sample_rate and channels must be integers") from None
-        if not 1 <= channels <= MAX_CHANNELS_PER_STREAM:
-            raise StreamClosed(4400, f"channels must be 1 to {MAX_CHANNELS_PER_STREAM}, "
-                                     f"got {channels}")
-        encoding = query.get("encoding", "f32le")
-        if encoding not in RAW_FORMATS:
-            raise StreamClosed(4415, f"encoding must be one of {', '.join(RAW_FORMATS)}, "
-                                     f"got {encoding!r}")
-        limit = query.get("atten_lim_db")
-        try:
-            atten_lim_db = None if limit in (None, "") else float(limit)
-            attenuation_floor(atten_lim_db)
-        except (ValueError, InvalidAudio):
-            raise StreamClosed(4400, f"atten_lim_db must be a number of dB from 0 to "
-                                     f"{MAX_ATTEN_LIM_DB:g}, got {limit!r}") from None
-        return cls(rate, encoding, channels, query.get("model") or None, atten_lim_db)
-
-    def decode(self, data: bytes) -> np.ndarray:
-        dtype, scale = RAW_FORMATS[self.encoding]
-        frame_bytes = np.dtype(dtype).itemsize * self.channels
-        if len(data) % frame_bytes:
-            raise StreamClosed(4422, f"{len(data)} bytes is not a whole number of "
-                                     f"{self.channels}-channel {self.encoding} frames")
-        samples = np.frombuffer(data, dtype=dtype).reshape(-1, self.channels)
-        samples = (samples.astype(np.float32) if scale is None
-                   else (samples / np.float32(scale)).astype(np.float32))
-        if not np.isfinite(samples).all():
-            raise StreamClosed(4422, "the chunk holds NaN or infinite samples")
-        return samples
-
-    def encode(self, samples: np.ndarray) -> bytes:
-        dtype, scale = RAW_FORMATS[self.encoding]
-        if scale is None:
-            return samples.astype(dtype).tobytes()
-        return quantize(samples, scale, np.dtype(dtype).type)[0].tobytes()
 
 
 @stream_router.websocket("/enhance/stream")
 async def enhance_stream(websocket: WebSocket) -> None:
     """Enhance a live stream: see the module docstring for the protocol."""
     settings: Settings = websocket.app.state.settings
-    models: ModelRegistry = websocket.app.state.models
     metrics: Metrics = websocket.app.state.metrics
     streams: StreamCount = websocket.app.state.streams
+    # Accepted before any check, so that a browser sees why a stream is refused.
     await websocket.accept()
     counted = False
     try:
-        if settings.API_KEY and not key_matches(websocket.scope, settings.API_KEY):
-            raise StreamClosed(4401, "a valid api_key (query) or X-API-Key header is required")
-        params = StreamParameters.from_query(dict(websocket.query_params))
-        try:
-            enhancer = models.get(params.model)
-        except UnknownModel as exc:
-            raise StreamClosed(4404, str(exc)) from None
-        if streams.open >= settings.MAX_STREAMS:
-            raise StreamClosed(1013, f"the service holds MAX_STREAMS={settings.MAX_STREAMS} "
-                                     f"streams; retry later")
-        streams.open += 1
+        params, enhancer = _admit(websocket, settings, websocket.app.state.models)
+        streams.take(settings.MAX_STREAMS)
         counted = True
         metrics.active_streams.set(streams.open)
         stream = enhancer.open_stream(params.sample_rate, params.channels, params.atten_lim_db)
-        await websocket.send_text(json.dumps({
-            "type": "ready", "model": enhancer.card.name, "sample_rate": params.sample_rate,
-            "encoding": params.encoding, "channels": params.channels,
-            "algorithmic_latency_ms": round(stream.algorithmic_latency_s * 1000, 2)}))
-        await _serve(websocket, stream, params, settings, metrics)
+        await websocket.send_text(_ready_message(enhancer, params, stream))
+        await StreamSession(websocket, stream, params, settings, metrics).run()
     except StreamClosed as closed:
         await _close(websocket, closed.code, closed.reason)
     except WebSocketDisconnect:
         pass  # the client left: its chunks in flight finish, nothing is kept
     except EnhancerError as exc:
-        await _close(websocket, 4422 if isinstance(exc, InvalidAudio) else 1011, str(exc))
+        await _close(websocket, CloseCode.BAD_AUDIO if isinstance(exc, InvalidAudio)
+                     else CloseCode.SERVER_ERROR, str(exc))
     finally:
         if counted:
             streams.open -= 1
             metrics.active_streams.set(streams.open)
+
+
+def _admit(websocket: WebSocket, settings: Settings,
+           models: ModelRegistry) -> tuple[StreamParameters, AudioEnhancer]:
+    """The key, then the parameters, then the model: the stream's, or why it is refused."""
+    if settings.API_KEY and not key_matches(websocket.scope, settings.API_KEY):
+        raise StreamClosed(CloseCode.UNAUTHORIZED,
+                           "a valid api_key (query) or X-API-Key header is required")
+    params = StreamParameters.from_query(dict(websocket.query_params))
+    try:
+        return params, models.get(params.model)
+    except UnknownModel as exc:
+        raise StreamClosed(CloseCode.UNKNOWN_MODEL, str(exc)) from None
+
+
+def _ready_message(enhancer: AudioEnhancer, params: StreamParameters,
+                   stream: EnhancerStream) -> str:
+    return json.dumps({
+        "type": "ready", "model": enhancer.card.name, "sample_rate": params.sample_rate,
+        "encoding": params.encoding, "channels": params.channels,
+        "algorithmic_latency_ms": round(stream.algorithmic_latency_s * 1000, 2)})
 
 
 # Messages read ahead of the stream's processing: enough to take several at once when it falls
@@ -176,78 +115,103 @@ async def _read(websocket: WebSocket, inbox: asyncio.Queue[Received]) -> None:
         try:
             message = await websocket.receive()
         except Exception:  # whatever the failure, the connection is gone
-            message = {"type": "websocket.disconnect", "code": 1006}
+            message = {"type": "websocket.disconnect", "code": CloseCode.ABNORMAL}
         await inbox.put((message, time.monotonic()))
         if message["type"] == "websocket.disconnect" or message.get("bytes") is None:
             return
 
 
-async def _serve(websocket: WebSocket, stream: EnhancerStream, params: StreamParameters,
-                 settings: Settings, metrics: Metrics) -> None:
+class StreamSession:
     """Enhance the messages read by :func:`_read`. When the stream falls behind, every audio
     message waiting is taken at once and pushed as one chunk (the output is the same however
     the audio is cut), so a stream catches up instead of falling further behind."""
-    started = time.monotonic()
-    chunks = 0
-    latencies: list[float] = []
-    inbox: asyncio.Queue[Received] = asyncio.Queue(READ_AHEAD_MESSAGES)
-    reader = asyncio.create_task(_read(websocket, inbox))
-    waiting: Received | None = None  # a message taken while gathering audio
 
-    async def send(samples: np.ndarray, arrivals: list[float]) -> None:
-        if samples.shape[0]:
-            try:
-                async with asyncio.timeout(settings.STREAM_SEND_TIMEOUT_S):
-                    await websocket.send_bytes(params.encode(samples))
-            except TimeoutError:
-                raise StreamClosed(4408, "the client reads nothing: the stream is closed "
-                                         "rather than buffered") from None
-        sent = time.monotonic()
-        for arrived in arrivals:  # each message's time from arrival to its samples leaving
-            latencies.append(sent - arrived)
-            metrics.stream_latency.observe(latencies[-1])
+    def __init__(self, websocket: WebSocket, stream: EnhancerStream, params: StreamParameters,
+                 settings: Settings, metrics: Metrics) -> None:
+        self.websocket, self.stream, self.params = websocket, stream, params
+        self.settings, self.metrics = settings, metrics
+        self.started = time.monotonic()
+        self.chunks = 0
+        self.latencies: list[float] = []
+        self.inbox: asyncio.Queue[Received] = asyncio.Queue(READ_AHEAD_MESSAGES)
 
-    try:
+    async def run(self) -> None:
+        """Serve the stream until the client's end (then close normally) or an error."""
+        reader = asyncio.create_task(_read(self.websocket, self.inbox))
+        try:
+            await self._serve()
+        finally:
+            await _stop(reader)
+
+    async def _serve(self) -> None:
+        waiting: Received | None = None  # a message taken while gathering audio
         while True:
-            if waiting is None:
-                try:
-                    async with asyncio.timeout(settings.STREAM_IDLE_TIMEOUT_S):
-                        waiting = await inbox.get()
-                except TimeoutError:
-                    raise StreamClosed(4408, f"nothing received for "
-                                             f"{settings.STREAM_IDLE_TIMEOUT_S:g} s") from None
-            message, arrived = waiting
+            message, arrived = waiting if waiting is not None else await self._next()
             waiting = None
             if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
+                raise WebSocketDisconnect(message.get("code", CloseCode.NORMAL))
             if message.get("bytes") is not None:
-                samples, arrivals, waiting, bad = _gather(message, arrived, inbox, params)
-                chunks += len(arrivals)
-                if samples is not None:
-                    await send(await stream.push(samples), arrivals)
-                if bad is not None:
-                    raise bad  # after the audio sent before it
+                waiting = await self._push(message, arrived)
                 continue
             if not _is_end(message.get("text")):
-                raise StreamClosed(4400, 'text messages must be {"type": "end"}')
-            await send(await stream.finish(), [arrived])
-            await websocket.send_text(json.dumps({
-                "type": "summary", "samples_in": stream.samples_in,
-                "samples_out": stream.samples_out, "chunks": chunks,
-                "seconds": round(time.monotonic() - started, 3),
-                # Time from each message's arrival to its enhanced samples leaving, ms.
-                "latency_ms": {"p50": _percentile_ms(latencies, 50),
-                               "p99": _percentile_ms(latencies, 99)}}))
-            await _close(websocket, 1000, "done")
+                raise StreamClosed(CloseCode.BAD_REQUEST,
+                                   'text messages must be {"type": "end"}')
+            await self._finish(arrived)
             return
-    finally:
-        reader.cancel()
+
+    async def _next(self) -> Received:
+        idle = self.settings.STREAM_IDLE_TIMEOUT_S
         try:
-            await reader
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # this handler is being cancelled too: let that through
+            async with asyncio.timeout(idle):
+                return await self.inbox.get()
+        except TimeoutError:
+            raise StreamClosed(CloseCode.TIMEOUT, f"nothing received for {idle:g} s") from None
+
+    async def _push(self, message: Mapping[str, Any], arrived: float) -> Received | None:
+        """Enhance an audio message with those waiting behind it; return the non-audio
+        message met on the way, if any, to handle next."""
+        samples, arrivals, waiting, bad = _gather(message, arrived, self.inbox, self.params)
+        self.chunks += len(arrivals)
+        if samples is not None:
+            await self._send(await self.stream.push(samples), arrivals)
+        if bad is not None:
+            raise bad  # after the audio sent before it
+        return waiting
+
+    async def _finish(self, arrived: float) -> None:
+        """The tail, the summary, and a normal close."""
+        await self._send(await self.stream.finish(), [arrived])
+        await self.websocket.send_text(json.dumps({
+            "type": "summary", "samples_in": self.stream.samples_in,
+            "samples_out": self.stream.samples_out, "chunks": self.chunks,
+            "seconds": round(time.monotonic() - self.started, 3),
+            # Time from each message's arrival to its enhanced samples leaving, ms.
+            "latency_ms": {"p50": _percentile_ms(self.latencies, 50),
+                           "p99": _percentile_ms(self.latencies, 99)}}))
+        await _close(self.websocket, CloseCode.NORMAL, "done")
+
+    async def _send(self, samples: np.ndarray, arrivals: list[float]) -> None:
+        if samples.shape[0]:
+            try:
+                async with asyncio.timeout(self.settings.STREAM_SEND_TIMEOUT_S):
+                    await self.websocket.send_bytes(self.params.encode(samples))
+            except TimeoutError:
+                raise StreamClosed(CloseCode.TIMEOUT, "the client reads nothing: the stream "
+                                                      "is closed rather than buffered") from None
+        sent = time.monotonic()
+        for arrived in arrivals:  # each message's time from arrival to its samples leaving
+            self.latencies.append(sent - arrived)
+            self.metrics.stream_latency.observe(self.latencies[-1])
+
+
+async def _stop(reader: asyncio.Task[None]) -> None:
+    reader.cancel()
+    try:
+        await reader
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # this handler is being cancelled too: let that through
 
 
 def _gather(message: Mapping[str, Any], arrived: float, inbox: asyncio.Queue[Received],
@@ -296,7 +260,7 @@ def _is_end(text: str | None) -> bool:
         return False
 
 
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
     with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client left first
         await websocket.close(code, reason.encode()[:123].decode(errors="ignore"))
 
@@ -306,3 +270,10 @@ class StreamCount:
 
     def __init__(self) -> None:
         self.open = 0
+
+    def take(self, limit: int) -> None:
+        """Count one more stream, or refuse it if ``limit`` are open."""
+        if self.open >= limit:
+            raise StreamClosed(CloseCode.TRY_AGAIN_LATER, f"the service holds MAX_STREAMS="
+                                                          f"{limit} streams; retry later")
+        self.open += 1
