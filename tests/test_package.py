@@ -1,17 +1,97 @@
-"""The installable package: ``pip install .`` in a fresh venv gives working commands."""
+"""The installable package: its public API (``enhancer.__all__``, typed), and ``pip install .``
+in a fresh venv giving working commands."""
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 
 import httpx
 import soundfile as sf
 
-from tests.helpers import ROOT, SAMPLES, free_port
+import enhancer
+from tests.helpers import ROOT, SAMPLES, free_port, run_python
+
+INIT = ROOT / "enhancer" / "__init__.py"
+# Public-looking names ``enhancer/__init__.py`` defines for itself, not for users: the
+# distribution's name, which __version__ is read under.
+NOT_EXPORTED = {"DISTRIBUTION"}
+
+
+# ------------------------------------------------------------------ the public API
+# In the manner of httpx's tests/test_exported_members.py.
+
+
+def test_all_is_sorted_and_names_each_name_once():
+    assert enhancer.__all__ == sorted(enhancer.__all__)
+    assert len(set(enhancer.__all__)) == len(enhancer.__all__)
+
+
+def test_every_name_in_the_lazy_table_is_exported_and_nothing_else():
+    assert set(enhancer.__all__) == set(enhancer._HOMES) | {"__version__"}
+
+
+def test_every_public_name_the_init_defines_is_exported():
+    tree = ast.parse(INIT.read_text())
+    defined = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {t.id for t in targets if isinstance(t, ast.Name)}
+    public = {name for name in defined if not name.startswith("_")}
+    assert public - NOT_EXPORTED <= set(enhancer.__all__), public - set(enhancer.__all__)
+
+
+def test_every_exported_name_is_importable_and_lives_where_the_table_says():
+    # A fresh interpreter: each name is imported lazily, on first use, from nothing loaded.
+    code = ("import enhancer\n"
+            "from enhancer import *\n"
+            "missing = [n for n in enhancer.__all__ if n not in globals()]\n"
+            "assert not missing, missing\n"
+            "assert set(enhancer.__all__) <= set(dir(enhancer))\n"
+            "try:\n"
+            "    enhancer.NotAName\n"
+            "except AttributeError as e:\n"
+            "    assert \"has no attribute 'NotAName'\" in str(e), e\n"
+            "else:\n"
+            "    raise AssertionError('enhancer.NotAName')\n")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    for name, home in enhancer._HOMES.items():
+        value = getattr(enhancer, name)
+        assert value.__module__ == home, (name, value.__module__, home)
+    assert isinstance(enhancer.__version__, str) and enhancer.__version__
+
+
+def test_the_type_checking_imports_match_the_lazy_table():
+    """What mypy sees (the ``if TYPE_CHECKING:`` imports) is what runs (the lazy table)."""
+    tree = ast.parse(INIT.read_text())
+    seen = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom), ast.dump(statement)
+                for alias in statement.names:
+                    assert alias.asname is None, alias.asname
+                    seen[alias.name] = statement.module
+    assert seen == enhancer._HOMES
+
+
+def test_py_typed_exists_and_is_shipped_as_package_data():
+    assert (ROOT / "enhancer" / "py.typed").is_file()
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "enhancer" in setuptools["packages"]
+    assert "py.typed" in setuptools["package-data"]["enhancer"]
+
+
+# ------------------------------------------------------------------ pip install .
 
 
 def _copy_of_the_checkout(destination) -> None:
@@ -40,6 +120,14 @@ def test_pip_install_gives_enhance_and_enhance_server_that_run_anywhere(tmp_path
     helped = subprocess.run([str(venv / "bin" / "enhance"), "--help"], cwd=elsewhere,
                             capture_output=True, text=True, timeout=60, env=env)
     assert helped.returncode == 0 and "--source-file" in helped.stdout, helped.stderr
+
+    # The installed package is typed (py.typed shipped) and its public API imports.
+    typed = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import enhancer, pathlib\n"
+                            "print((pathlib.Path(enhancer.__file__).parent / 'py.typed')"
+                            ".is_file(), enhancer.AudioEnhancer.__name__)"],
+                           cwd=elsewhere, capture_output=True, text=True, timeout=60, env=env)
+    assert typed.stdout.split() == ["True", "AudioEnhancer"], typed.stderr
 
     out = elsewhere / "clean.wav"
     ran = subprocess.run([str(venv / "bin" / "enhance"), "--source-file",
