@@ -1,6 +1,7 @@
-"""What the tests share: paths, audio, process checks, a live server, the CLI.
+"""What the tests share: paths, random audio, process checks, a live server, the CLI.
 
-Imported by ``tests/`` and by ``test_api.py``; the bench has its own copy of nothing.
+Imported by ``tests/`` and by ``test_api.py``; the bench has its own copy of nothing. Encoded
+audio (WAV, FLAC, MP3, ...) is built in ``tests/audio_builders.py``.
 """
 
 from __future__ import annotations
