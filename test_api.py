@@ -26,6 +26,7 @@ from enhancer.audio.encode import encode_audio
 from enhancer.audio.formats import AudioFormat
 from main import create_app
 from service.settings import Settings
+from tests.audio_builders import audio_bytes
 from tests.helpers import (
     PASSTHROUGH,
     ROOT,
@@ -298,9 +299,8 @@ def test_flac_and_s16le_round_trip(client):
     import soundfile as sf
 
     tone = (0.2 * np.sin(np.arange(22050) * 2 * np.pi * 440 / 22050)).astype(np.float32)
-    buffer = io.BytesIO()
-    sf.write(buffer, tone, 22050, format="FLAC", subtype="PCM_24")
-    response = client.post("/enhance", files={"file": ("t.flac", buffer.getvalue())})
+    flac = audio_bytes(tone, 22050, "FLAC", "PCM_24")
+    response = client.post("/enhance", files={"file": ("t.flac", flac)})
     assert response.status_code == 200 and response.headers["content-type"] == "audio/flac"
     info = sf.info(io.BytesIO(response.content))
     assert (info.subtype, info.samplerate, info.frames) == ("PCM_24", 22050, 22050)

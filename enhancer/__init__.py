@@ -39,14 +39,14 @@ if TYPE_CHECKING:
     from enhancer.registry import ModelRegistry
     from enhancer.stream import EnhancerStream
 
-DISTRIBUTION = "audio-enhancer"
+_DISTRIBUTION = "audio-enhancer"
 
 
 def _version() -> str:
     """The installed distribution's version or, in a checkout that was never installed, the
     one its pyproject.toml declares."""
     try:
-        return version(DISTRIBUTION)
+        return version(_DISTRIBUTION)
     except PackageNotFoundError:
         pass
     import tomllib
@@ -58,7 +58,7 @@ def _version() -> str:
             project = tomllib.load(file)["project"]
     except (OSError, tomllib.TOMLDecodeError, KeyError):
         return "0+unknown"
-    if project.get("name") != DISTRIBUTION:  # the package was copied into another project
+    if project.get("name") != _DISTRIBUTION:  # the package was copied into another project
         return "0+unknown"
     return str(project.get("version", "0+unknown"))
 

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.audio_builders import audio_bytes
 from tests.helpers import (
     PASSTHROUGH,
     ROOT,
@@ -306,8 +307,4 @@ def test_bombs_and_liars_get_their_answer_and_memory_stays_within_the_budget(
 
 
 def _wav(samples: np.ndarray) -> bytes:
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, samples.T, 48000, format="WAV", subtype="FLOAT")
-    return buffer.getvalue()
+    return audio_bytes(samples.T, 48000, "WAV", "FLOAT")
