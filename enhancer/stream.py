@@ -216,6 +216,8 @@ class EnhancerStream:
         self._chunks = itertools.count()
         self._held = np.zeros((0, channels), np.float32)
         self.finished = False
+        # Live by default; a job's blocks (enhancer.jobs) go at the lowest priority instead.
+        self.priority = Priority.LIVE
 
     @property
     def algorithmic_latency_s(self) -> float:
@@ -264,7 +266,7 @@ class EnhancerStream:
                 channel.state = state
             job = Job(channels)
             future = self.enhancer.backend.run(
-                job, f"{self.stream_id}:{next(self._chunks)}", None, Priority.LIVE)
+                job, f"{self.stream_id}:{next(self._chunks)}", None, self.priority)
             try:
                 await asyncio.wrap_future(future)
             except BaseException:

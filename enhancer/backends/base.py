@@ -28,11 +28,12 @@ Progress = Callable[[int], None]
 
 
 class Priority(IntEnum):
-    """Which blocks a backend runs first: live streams' before files', so a long upload
-    adds no latency to a call."""
+    """Which blocks a backend runs first: live streams', then files' (``/enhance``), then
+    jobs', so a long upload adds no latency to a call and a long job none to a request."""
 
     LIVE = 0
     FILE = 1
+    JOB = 2
 
 
 class Backend(Protocol):

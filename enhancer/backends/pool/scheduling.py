@@ -145,7 +145,7 @@ class Scheduler:
 def segment_limit(session: Session, last_live: float) -> int:
     """While streams are live, file segments are short, so a chunk never waits long for a
     worker to come free."""
-    if session.priority == Priority.FILE and time.monotonic() - last_live < LIVE_RECENT_S:
+    if session.priority != Priority.LIVE and time.monotonic() - last_live < LIVE_RECENT_S:
         return min(session.segment_frames, FILE_FRAMES_WHILE_LIVE)
     return session.segment_frames
 
