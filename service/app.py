@@ -19,6 +19,8 @@ import enhancer
 from enhancer.errors import EnhancerError
 from enhancer.registry import ModelRegistry
 from service.deps import require_api_key
+from service.jobs_routes import jobs_router
+from service.jobs_service import start_jobs
 from service.memory import InflightMemory
 from service.metrics import Metrics
 from service.middleware import EnhanceLimits, MetricsMiddleware, error_response
@@ -47,9 +49,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.info("serving models %s (default %s) on %d worker processes",
              ", ".join(models.names), models.default_name, models.worker_count)
     log.info("try it at %s/ ; API docs at %s/docs ; metrics at %s/metrics", base, base, base)
+    jobs = await start_jobs(app)
     try:
         yield
     finally:
+        await asyncio.to_thread(jobs.close)
         await asyncio.to_thread(models.close)
 
 
@@ -139,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keyed_router, dependencies=guard)
     app.include_router(router)
     app.include_router(stream_router)
+    app.include_router(jobs_router)  # each route checks the key: a job is its key's
     app.state.streams = StreamCount()
     app.mount("/static/swagger", StaticFiles(directory=_swagger_static_dir()),
               name="swagger-static")

@@ -3,6 +3,8 @@ everything HTTP (address, key, limits, timeouts, streams), read from environment
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -70,6 +72,34 @@ class Settings(EngineSettings):
     API_KEY: str | None = Field(None, description="when set, /enhance, /enhance/stream and "
                                                   "/metrics need it (header X-API-Key)")
 
+    API_KEYS: str | None = Field(None, description="more keys, each with a name: "
+                                 "`name:key,name:key`; each works as API_KEY does, and a "
+                                 "job belongs to the key that made it")
+    JOBS_DIR: Path | None = Field(None, description="where jobs' records (SQLite) and files "
+                                  "are kept; unset: $XDG_DATA_HOME/enhancer/jobs "
+                                  "(~/.local/share/enhancer/jobs)")
+    JOBS_DATABASE_URL: str | None = Field(None, description="jobs' records in this database "
+                                          "instead (postgresql://user@host/db); the files "
+                                          "stay in JOBS_DIR, which every server must mount")
+    JOB_MAX_AUDIO_SECONDS: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        43_200.0, description="longest audio a job may hold, seconds (413)")
+    JOBS_MAX_DISK_MB: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        10_240.0, description="disk that jobs' inputs and results may take; a job that "
+                              "would pass it is refused (507)")
+    JOBS_MAX_QUEUED: Annotated[int, Field(ge=1)] = Field(
+        100, description="jobs queued or running at once before new ones get 503")
+    JOB_RETENTION_S: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        86_400.0, description="an ended job and its files are deleted this long after it "
+                              "ends")
+    JOB_LEASE_S: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        60.0, description="a running job whose runner has not reported for this long is "
+                          "taken over by another (a server on another machine that died)")
+    JOB_CALLBACK_ATTEMPTS: Annotated[int, Field(ge=1, le=20)] = Field(
+        5, description="tries to deliver a job's callback_url, 1, 2, 4... s apart")
+    JOBS_WEBHOOK_SECRET: str | None = Field(None, description="without API keys, the secret "
+                                            "callbacks are signed with (with keys: the "
+                                            "job's key)")
+
     @field_validator("API_KEY")
     @classmethod
     def _key_is_usable(cls, key: str | None) -> str | None:
@@ -82,11 +112,44 @@ class Settings(EngineSettings):
                              "it in a header")
         return key
 
+    @field_validator("API_KEYS")
+    @classmethod
+    def _keys_are_named(cls, keys: str | None) -> str | None:
+        if keys is not None:
+            parse_api_keys(keys)
+        return keys
+
+    @property
+    def api_keys(self) -> dict[str, str]:
+        """Every key by its name: API_KEY's is ``default``."""
+        named = parse_api_keys(self.API_KEYS) if self.API_KEYS else {}
+        return {**({"default": self.API_KEY} if self.API_KEY else {}), **named}
+
+    @property
+    def jobs_dir(self) -> Path:
+        if self.JOBS_DIR is not None:
+            return self.JOBS_DIR
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(data) / "enhancer" / "jobs"
+
     @property
     def budget(self) -> Budget:
         """The per-request limits on audio, checked from its header before decoding."""
         return Budget(max_seconds=self.MAX_AUDIO_SECONDS, max_channels=self.MAX_CHANNELS,
                       max_samples=self.MAX_DECODED_SAMPLES)
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``name:key,name:key`` as a dict; a ValueError says what is wrong."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, colon, key = item.partition(":")
+        if not colon or not name or not key:
+            raise ValueError(f"each key must be name:key, got {item.split(':')[0]!r}...")
+        if not all(33 <= ord(c) <= 126 for c in key):
+            raise ValueError(f"key {name!r} must be printable ASCII without spaces")
+        keys[name] = key
+    return keys
 
 
 def load_settings() -> Settings:
