@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
@@ -30,10 +30,12 @@ from enhancer.jobs.store import QUEUED, RUNNING, JobRecord, JobStore, NewJob, ne
 from enhancer.registry import ModelRegistry
 from service.deps import ModelsDep, SettingsDep
 from service.enhance_request import (
+    FORM_TYPES,
     RAW_BODY_OPENAPI,
     RAW_BODY_TYPES,
+    AudioOptions,
+    EnhanceForm,
     EnhanceRequest,
-    EnhanceRequestDep,
 )
 from service.routes import content_disposition, operation_id
 from service.schemas import ErrorMessage, error
@@ -93,6 +95,41 @@ def _when(stamp: float | None) -> datetime | None:
 
 # ---------------------------------------------------------------------- dependencies
 
+CALLBACK_FIELD = Field(description="POSTed the job's JSON when it ends, signed "
+                                   "(X-Enhancer-Signature: sha256=HMAC of the body)")
+
+
+class JobOptions(AudioOptions):
+    """``POST /enhance``'s options, and where to tell when the job ends."""
+
+    callback_url: Annotated[str | None, CALLBACK_FIELD] = None
+
+
+class JobForm(EnhanceForm):
+    """The multipart form: the audio, its options, the callback."""
+
+    callback_url: Annotated[str | None, CALLBACK_FIELD] = None
+
+
+async def parse_job_request(
+        request: Request, form: Annotated[JobForm, Form(media_type="multipart/form-data")],
+        query: Annotated[JobOptions, Query()]) -> EnhanceRequest:
+    """As ``POST /enhance``'s: the options from the form or, with a raw body, the query."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in RAW_BODY_TYPES:
+        return EnhanceRequest(query, request, file=None)
+    if form.file is None:
+        if content_type in FORM_TYPES:
+            raise HTTPException(422, "file: Field required")
+        raise HTTPException(415, f"send the audio as the `file` field of multipart/form-data, "
+                                 f"or as the body with Content-Type one of "
+                                 f"{', '.join(sorted(RAW_BODY_TYPES))}; got "
+                                 f"{content_type or 'no Content-Type'}")
+    return EnhanceRequest(form, request, form.file)
+
+
+JobRequestDep = Annotated[EnhanceRequest, Depends(parse_job_request)]
+
 job_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="Needed when the service has API_KEY or API_KEYS.")
 
@@ -143,12 +180,9 @@ async def _owned(store: JobStore, job_id: str, owner: str) -> JobRecord:
                              422: error("The audio's header is invalid."),
                              503: error("JOBS_MAX_QUEUED jobs are queued already."),
                              507: error("The jobs' disk budget (JOBS_MAX_DISK_MB) is full.")})
-async def create_job(asked: EnhanceRequestDep, owner: OwnerDep, store: StoreDep,
+async def create_job(asked: JobRequestDep, owner: OwnerDep, store: StoreDep,
                      runner: RunnerDep, models: ModelsDep, settings: SettingsDep,
                      response: Response,
-                     callback_url: Annotated[str | None, Query(
-                         description="POSTed the job's JSON when it ends, signed "
-                                     "(X-Enhancer-Signature)")] = None,
                      idempotency_key: Annotated[str | None, Header(
                          max_length=200, description="the same key returns the same job "
                                                      "instead of a second one")] = None,
@@ -165,7 +199,7 @@ async def create_job(asked: EnhanceRequestDep, owner: OwnerDep, store: StoreDep,
         job_id = new_job_id()
         try:
             new = await _receive(asked, job_id, owner, store, settings, models,
-                                 callback_url or await _form_callback(asked.request),
+                                 getattr(asked.options, "callback_url", None),
                                  idempotency_key)
         except BaseException:
             await asyncio.to_thread(store.remove_files, job_id)
@@ -177,15 +211,6 @@ async def create_job(asked: EnhanceRequestDep, owner: OwnerDep, store: StoreDep,
         record = existing
     response.headers["Location"] = f"/jobs/{record.id}"
     return job_info(record)
-
-
-async def _form_callback(request: Request) -> str | None:
-    """``callback_url`` as a field of the multipart form, beside ``file``."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in RAW_BODY_TYPES:
-        return None
-    value = (await request.form()).get("callback_url")
-    return value if isinstance(value, str) and value else None
 
 
 def _check_room(store: JobStore, settings: Settings, request: Request) -> None:
