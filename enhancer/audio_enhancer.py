@@ -12,7 +12,6 @@ import asyncio
 import math
 import os
 import threading
-import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
@@ -24,7 +23,13 @@ from enhancer.audio.formats import check_sample_rate, check_samples
 from enhancer.audio.resample import convert_to_required_format, fit_length
 from enhancer.backends.base import Backend, Priority, Progress
 from enhancer.backends.inline import InlineBackend
-from enhancer.backends.pool.pool import DEFAULT_MIN_BLOCK_DEADLINE_S, WorkerPool
+from enhancer.backends.pool.pool import (
+    DEFAULT_HEARTBEAT_TIMEOUT_S,
+    DEFAULT_MIN_BLOCK_DEADLINE_S,
+    WorkerPool,
+    measure_speed,
+    refuse_start_while_bootstrapping,
+)
 from enhancer.errors import EnhancerClosed, InvalidAudio
 from enhancer.model.attenuation import attenuation_floor, limit_attenuation
 from enhancer.model.card import ModelCard, framing_for, load_card
@@ -70,6 +75,9 @@ class AudioEnhancer:
         The watchdog's floor: a worker that holds a block longer than this plus 50 times the
         block's expected run time (the model's speed is measured) is killed and replaced, and
         the block runs once more on another worker.
+    heartbeat_timeout_s : float
+        An idle worker that does not answer its heartbeat (every 0.5 s) within this long is
+        killed and replaced; :attr:`is_ready` is False until the replacement has loaded.
     backend : str
         ``"local"`` (the default): worker processes on this machine, or inline with
         ``num_processes=0``. ``"ray"``: replicas of a Ray Serve deployment, on any machine of
@@ -79,16 +87,21 @@ class AudioEnhancer:
         cluster, one replica).
 
     Use it as a context manager, or call :meth:`close`; workers are also stopped when the
-    parent exits, and exit by themselves if the parent dies.
+    parent exits, and exit by themselves if the parent dies. Workers are spawned, and so
+    import the main script again: a script must start the enhancer under
+    ``if __name__ == "__main__":``, else it gets ``ModelError`` saying so.
     """
 
     def __init__(self, model_path: str | Path, num_processes: int | None = None,
                  num_threads: int = 1, model_sample_rate: int = 48000,
                  max_segment_frames: int | None = None,
                  min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S,
-                 backend: str = "local", ray_options: RayOptions | None = None) -> None:
+                 backend: str = "local", ray_options: RayOptions | None = None,
+                 heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S) -> None:
         self.num_processes = _check_arguments(backend, num_processes, num_threads,
                                               model_sample_rate)
+        if backend == "local" and self.num_processes:
+            refuse_start_while_bootstrapping()  # before loading the model, in each worker
         self.model_path = Path(model_path)
         # Loading the model here refuses a bad one before any worker starts.
         runner = ModelRunner(self.model_path, num_threads)
@@ -102,7 +115,7 @@ class AudioEnhancer:
         self._closed = False
         self.backend: Backend = _start_backend(
             backend, runner, self.card, self.framing, self.num_processes, num_threads,
-            self.max_segment_frames, min_block_deadline_s, ray_options)
+            self.max_segment_frames, min_block_deadline_s, ray_options, heartbeat_timeout_s)
 
     def __enter__(self) -> AudioEnhancer:
         return self
@@ -344,7 +357,8 @@ def _segment_limit(max_segment_frames: int | None, framing: Framing) -> int:
 
 def _start_backend(backend: str, runner: ModelRunner, card: ModelCard, framing: Framing,
                    num_processes: int, num_threads: int, max_segment_frames: int,
-                   min_block_deadline_s: float, ray_options: RayOptions | None) -> Backend:
+                   min_block_deadline_s: float, ray_options: RayOptions | None,
+                   heartbeat_timeout_s: float) -> Backend:
     """Where segments run: Ray Serve replicas (``backend="ray"``), this process
     (``num_processes=0``, on ``runner``) or a pool of worker processes on this machine."""
     if backend == "ray":
@@ -359,10 +373,11 @@ def _start_backend(backend: str, runner: ModelRunner, card: ModelCard, framing: 
             step = StreamStepRunner(card.stream_step_path, runner.frame_length,
                                     card.stream_state_size, num_threads)
         return InlineBackend(runner, framing, max_segment_frames, step)
-    seconds_per_frame = _measure_speed(runner, min(max_segment_frames, 64), framing.context)
+    seconds_per_frame = measure_speed(runner, min(max_segment_frames, 64), framing.context)
     return WorkerPool(card.model_path, num_processes, num_threads, framing, max_segment_frames,
                       seconds_per_frame, min_block_deadline_s,
-                      step_model_path=card.stream_step_path, state_size=card.stream_state_size)
+                      step_model_path=card.stream_step_path, state_size=card.stream_state_size,
+                      heartbeat_timeout_s=heartbeat_timeout_s)
 
 
 def _results(futures: list[Future[Job]], timeout: float | None) -> list[Job]:
@@ -373,16 +388,6 @@ def _results(futures: list[Future[Job]], timeout: float | None) -> list[Job]:
         for future in futures:
             future.cancel()
         raise
-
-
-def _measure_speed(runner: ModelRunner, frames_per_block: int, context: int) -> float:
-    """Seconds per frame of one block (and its context frames) through the model, after a
-    warm-up run."""
-    block = np.zeros((frames_per_block + context, runner.frame_length), np.float32)
-    runner.run(block)
-    started = time.perf_counter()
-    runner.run(block)
-    return (time.perf_counter() - started) / frames_per_block
 
 
 async def _await(future: Future[Job], timeout: float | None) -> Job:

@@ -47,6 +47,10 @@ class EngineSettings(BaseSettings):
         5.0, description="a worker holding a segment longer than this (plus 50 times the "
                          "model's measured time for it) is killed and replaced; the segment "
                          "runs once more elsewhere")
+    HEARTBEAT_TIMEOUT_S: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        3.0, description="an idle worker that leaves its heartbeat (sent every 0.5 s) "
+                         "unanswered this long is killed and replaced; /ready answers 503 "
+                         "until its replacement has loaded")
     BACKEND: Literal["local", "ray"] = Field(
         "local", description="where the model runs: local (worker processes, or inline with "
                              "NUM_PROCESSES=0) or ray (Ray Serve replicas; needs "

@@ -49,6 +49,7 @@ class ModelRegistry:
         return cls(settings.model_path, settings.models_dir, settings.NUM_PROCESSES,
                    settings.DESIRED_SAMPLE_RATE,
                    min_block_deadline_s=settings.MIN_BLOCK_DEADLINE_S,
+                   heartbeat_timeout_s=settings.HEARTBEAT_TIMEOUT_S,
                    backend=settings.BACKEND, ray_options=settings.ray_options)
 
     @property

@@ -3,9 +3,10 @@
 - The *wake-up pipe* (:class:`WakeUpPipe`): a caller that puts a session on the *unprocessed
   frames queue* writes one byte, so the collector, waiting on every pipe at once, takes it.
 - One duplex pipe per worker: a TASK goes out (:func:`send_task`); READY, RESULT or FAILED
-  comes back (:func:`receive`). The pipe carries only headers (the wire is
-  :mod:`enhancer.backends.pool.worker_process`'s); the *processed frames* come through the
-  worker's arena and go straight into their sessions' jobs.
+  comes back (:func:`receive`); an idle worker answers a heartbeat, PING, with PONG. The
+  pipe carries only headers (the wire is :mod:`enhancer.backends.pool.worker_process`'s);
+  the *processed frames* come through the worker's arena and go straight into their
+  sessions' jobs.
 
 Owned by the collector thread, except :meth:`WakeUpPipe.wake`, which callers use.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 
 from enhancer.backends.pool.records import Part, Task, Worker
@@ -67,6 +69,11 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class Alive:
+    """The worker answered its heartbeat."""
+
+
+@dataclass(frozen=True)
 class LoadFailed:
     """The worker could not load its model."""
 
@@ -89,7 +96,7 @@ class TaskDone:
     task: Task
 
 
-Reply = Ready | LoadFailed | PartFailed | TaskDone
+Reply = Ready | Alive | LoadFailed | PartFailed | TaskDone
 
 
 def receive(worker: Worker, state_size: int) -> Reply:
@@ -99,8 +106,12 @@ def receive(worker: Worker, state_size: int) -> Reply:
     broken or the message is out of step: the worker must then be replaced.
     """
     header = Header.unpack(worker.conn.recv_bytes())
+    worker.last_heard = time.monotonic()
     if header.kind == MessageKind.READY:
         return Ready()
+    if header.kind == MessageKind.PONG:
+        worker.ping_sent_at = None
+        return Alive()
     if header.kind == MessageKind.FAILED and not worker.ready:
         return LoadFailed(_remote_traceback(worker))
     task = worker.task

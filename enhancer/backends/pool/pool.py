@@ -36,10 +36,12 @@ Glossary:
 
 The design's *processed frames queue* is realised as one duplex pipe per worker, read by the
 collector with ``multiprocessing.connection.wait`` (together with every worker's process
-sentinel and a wake-up pipe), so nothing polls. One shared queue would be simpler, but a
-worker killed while holding that queue's lock would freeze every other worker, and nobody
-would know which block the dead worker held. With a pipe each, the collector knows every
-worker's task, fails exactly that session when its worker dies, and starts a replacement.
+sentinel and a wake-up pipe), so nothing polls; its timeout is the next task's deadline or
+the next heartbeat, with which the collector checks that idle workers still answer. One
+shared queue would be simpler, but a worker killed while holding that queue's lock would
+freeze every other worker, and nobody would know which block the dead worker held. With a
+pipe each, the collector knows every worker's task, fails exactly that session when its
+worker dies, and starts a replacement.
 
 The collector's work is in three parts, each a module: :mod:`~enhancer.backends.pool.scheduling`
 (the round robin of sessions, cut into tasks), :mod:`~enhancer.backends.pool.messaging` (the
@@ -62,12 +64,16 @@ import logging
 import os
 import queue
 import threading
+import time
 from concurrent.futures import Future, InvalidStateError
 from multiprocessing.connection import wait
 from pathlib import Path
 
+import numpy as np
+
 from enhancer.backends.base import Priority, Progress, Session, fail
 from enhancer.backends.pool.messaging import (
+    Alive,
     LoadFailed,
     PartFailed,
     Ready,
@@ -79,36 +85,62 @@ from enhancer.backends.pool.messaging import (
 from enhancer.backends.pool.records import Task, Worker
 from enhancer.backends.pool.scheduling import MAX_CHUNKS_PER_TASK, Scheduler
 from enhancer.backends.pool.supervision import Supervisor
-from enhancer.backends.pool.worker_process import ArenaSpec, last_line, worker_failure
+from enhancer.backends.pool.worker_process import (
+    ArenaSpec,
+    last_line,
+    refuse_start_while_bootstrapping,
+    worker_failure,
+)
 from enhancer.errors import EnhancerClosed, ModelError, PoolBroken
 from enhancer.model.framing import Framing
 from enhancer.model.grid import Job, segment_frames, stream_step_refusal
+from enhancer.model.runner import ModelRunner
 
-__all__ = ["DEFAULT_MIN_BLOCK_DEADLINE_S", "FILE_LANE_NICE", "MAX_CHUNKS_PER_TASK", "WorkerPool"]
+__all__ = ["DEFAULT_HEARTBEAT_TIMEOUT_S", "DEFAULT_MIN_BLOCK_DEADLINE_S", "FILE_LANE_NICE",
+           "MAX_CHUNKS_PER_TASK", "WorkerPool", "measure_speed",
+           "refuse_start_while_bootstrapping"]
 
 log = logging.getLogger("enhancer.pool")
 
 WORKER_START_TIMEOUT_S = 60.0
 DEFAULT_MIN_BLOCK_DEADLINE_S = 5.0  # the watchdog's floor (scheduling.DEADLINE_FACTOR)
+# An idle worker that leaves its heartbeat unanswered this long is killed and replaced. Its
+# answer takes microseconds of CPU; a loaded 2-core machine delays it by well under 0.1 s.
+DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0
 # The file lanes' niceness: below the API process and the live lane, so on a busy machine a
 # long file gets the CPU that live streams leave free. 0 turns it off.
 FILE_LANE_NICE = 10
+
+
+def measure_speed(runner: ModelRunner, frames_per_block: int, context: int) -> float:
+    """Seconds per frame of one block (and its context frames) through the model, after a
+    warm-up run: the pool's first guess of the model's speed (``seconds_per_frame``)."""
+    block = np.zeros((frames_per_block + context, runner.frame_length), np.float32)
+    runner.run(block)
+    started = time.perf_counter()
+    runner.run(block)
+    return (time.perf_counter() - started) / frames_per_block
 
 
 class WorkerPool:
     """Run jobs, segment by segment, on ``num_processes`` spawned worker processes.
 
     Raises ``ModelError`` when the workers cannot load the model within
-    ``WORKER_START_TIMEOUT_S``. A worker that dies is replaced; the session it held fails
-    with ``WorkerCrashed``. Workers that keep dying at start-up break the pool: every
-    queued and later session fails with ``PoolBroken``.
+    ``WORKER_START_TIMEOUT_S``, or when it is started by a spawned process that is still
+    importing its parent's script (the script lacks ``if __name__ == "__main__":``). A
+    worker that dies is replaced; the session it held fails with ``WorkerCrashed``. One that
+    holds a task past its deadline, or leaves a heartbeat unanswered for
+    ``heartbeat_timeout_s`` while idle, is killed and replaced. Workers that keep dying at
+    start-up break the pool: every queued and later session fails with ``PoolBroken``.
     """
 
     def __init__(self, model_path: str | Path, num_processes: int, num_threads: int,
                  framing: Framing, max_segment_frames: int, seconds_per_frame: float = 1e-3,
                  min_block_deadline_s: float = DEFAULT_MIN_BLOCK_DEADLINE_S,
                  file_lane_nice: int = FILE_LANE_NICE, step_model_path: str | Path | None = None,
-                 state_size: int = 0) -> None:
+                 state_size: int = 0,
+                 heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S) -> None:
+        refuse_start_while_bootstrapping()  # before any shared memory is made
         self.model_path = Path(model_path)
         # The model's stream step twin: streams' chunks then carry their state, not their
         # look-back's frames (enhancer.stream).
@@ -132,7 +164,7 @@ class WorkerPool:
             self.model_path, self.step_model_path, num_threads,
             ArenaSpec("", framing.frame_length, framing.hop_length, framing.window,
                       max_segment_frames, framing.context, self.state_size, MAX_CHUNKS_PER_TASK),
-            self.arena_prefix, file_lane_nice, self._scheduler)
+            self.arena_prefix, file_lane_nice, self._scheduler, heartbeat_timeout_s)
         self._broken_reason: str | None = None
         self._closed = False
         self._closing = False
@@ -181,7 +213,8 @@ class WorkerPool:
     def is_ready(self) -> bool:
         return (not self._closed and self._broken_reason is None
                 and self._collector.is_alive()
-                and all(w.ready and w.process.is_alive() for w in list(self._workers)))
+                and all(w.ready and not w.hung and w.process.is_alive()
+                        for w in list(self._workers)))
 
     @property
     def pending_sessions(self) -> int:
@@ -230,9 +263,9 @@ class WorkerPool:
             while not self._closing:
                 by_conn = {w.conn: w for w in self._workers}
                 by_sentinel = {w.process.sentinel: w for w in self._workers}
-                # Wake for the next task's deadline too: that is the watchdog.
+                # Wake for the next task's deadline or heartbeat too: that is the watchdog.
                 for ready in wait([self._wake_up.reader, *by_conn, *by_sentinel],
-                                  self._supervisor.time_to_next_deadline()):
+                                  self._supervisor.time_to_next_check()):
                     if ready == self._wake_up.reader:
                         self._wake_up.drain()
                     elif ready in by_conn:
@@ -240,6 +273,8 @@ class WorkerPool:
                     elif ready in by_sentinel:
                         self._replace(by_sentinel[ready])
                 self._supervisor.kill_hung_workers()
+                for worker in self._supervisor.send_heartbeats():
+                    self._replace(worker)
                 self._accept_sessions()
                 self._dispatch()
         except Exception as exc:
@@ -292,6 +327,8 @@ class WorkerPool:
             self._replace(worker)
             return
         match reply:
+            case Alive():
+                pass
             case Ready():
                 if self._supervisor.came_up(worker):
                     self._all_ready.set()

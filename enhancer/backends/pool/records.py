@@ -13,14 +13,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
 from enhancer.backends.base import Session
-from enhancer.backends.pool.worker_process import ArenaSpec, Header, MessageKind, worker_main
+from enhancer.backends.pool.worker_process import (
+    WORKER_NAME,
+    ArenaSpec,
+    Header,
+    MessageKind,
+    worker_main,
+)
 from enhancer.model.grid import ChannelJob
 
 log = logging.getLogger("enhancer.pool")
@@ -91,7 +98,10 @@ class Worker:
     live_lane: bool  # the worker live chunks go to first; file lanes run at lower priority
     ready: bool = False
     task: Task | None = None
-    hung: bool = False  # killed by the watchdog: its segment is run again once
+    hung: bool = False  # killed by the watchdog or the heartbeat: its segment runs again once
+    hung_how: str = ""  # why it was killed, in words
+    last_heard: float = field(default_factory=time.monotonic)  # its last message's arrival
+    ping_sent_at: float | None = None  # a heartbeat it has not answered yet
 
     @classmethod
     def start(cls, context: multiprocessing.context.SpawnContext, model_path: str,
@@ -100,7 +110,7 @@ class Worker:
         """Spawn a worker process on ``arena``; it says READY once its model is loaded."""
         parent_conn, child_conn = context.Pipe(duplex=True)
         nice = 0 if live_lane else file_lane_nice
-        process = context.Process(target=worker_main, name="enhancer-worker", daemon=True,
+        process = context.Process(target=worker_main, name=WORKER_NAME, daemon=True,
                                   args=(child_conn, model_path, num_threads, spec, nice,
                                         step_model_path))
         process.start()
@@ -111,6 +121,21 @@ class Worker:
     def send_stop(self) -> None:
         with contextlib.suppress(OSError):
             self.conn.send_bytes(Header(MessageKind.STOP).pack())
+
+    def send_ping(self, now: float) -> bool:
+        """Send a heartbeat; False if the pipe is broken (the worker must be replaced)."""
+        try:
+            self.conn.send_bytes(Header(MessageKind.PING).pack())
+        except OSError:
+            return False
+        self.ping_sent_at = now
+        return True
+
+    def kill(self, how: str) -> None:
+        """Kill a worker that hangs; its sentinel then fires and it is replaced."""
+        self.hung = True
+        self.hung_how = how
+        self.process.kill()
 
     def stop(self, timeout: float) -> None:
         """Wait ``timeout`` for the process to end, kill it if it has not; free its arena."""

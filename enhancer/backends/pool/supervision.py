@@ -2,10 +2,14 @@
 
 Each worker is spawned on its *arena* (made once, then handed to its replacements) and says
 READY once its model is loaded. The watchdog kills a worker that holds its task past the
-deadline. A worker that dies (its process sentinel fires, or its pipe breaks) is replaced:
-the sessions it held fail with ``WorkerCrashed``, or, if it hung, its segments run once more
-elsewhere. Workers that keep dying while they load break the pool (:class:`Supervisor`
-says why; the pool fails every session).
+deadline. An idle worker not heard from for ``HEARTBEAT_INTERVAL_S`` gets a heartbeat
+(PING); one that does not answer within the heartbeat timeout is stopped or hangs, and is
+killed too, so the pool is not ready until its replacement has loaded. A worker that dies
+(its process sentinel fires, or its pipe breaks) is replaced: the sessions it held fail with
+``WorkerCrashed``, or, if it hung, its segments run once more elsewhere. Workers that keep
+dying while they load break the pool (:class:`Supervisor` says why; the pool fails every
+session), and so does one that found itself started by a script without the
+``if __name__ == "__main__":`` guard (``BOOTSTRAP_EXIT_STATUS``).
 
 Owned by the collector thread.
 """
@@ -23,13 +27,20 @@ from pathlib import Path
 from enhancer.backends.base import Session, fail
 from enhancer.backends.pool.records import Arena, Task, Worker
 from enhancer.backends.pool.scheduling import Scheduler
-from enhancer.backends.pool.worker_process import ArenaSpec
+from enhancer.backends.pool.worker_process import (
+    BOOTSTRAP_EXIT_STATUS,
+    GUARD_ADVICE,
+    ArenaSpec,
+)
 from enhancer.errors import EnhancerClosed, WorkerCrashed
 
 log = logging.getLogger("enhancer.pool")
 
 WORKER_STOP_TIMEOUT_S = 5.0
 MAX_FAILED_STARTS = 3
+# An idle worker silent this long gets a heartbeat (at most half the timeout), so one that
+# stops is noticed within the timeout and this.
+HEARTBEAT_INTERVAL_S = 0.5
 
 
 class Supervisor:
@@ -37,7 +48,7 @@ class Supervisor:
 
     def __init__(self, model_path: Path, step_model_path: Path | None, num_threads: int,
                  arena_layout: ArenaSpec, arena_prefix: str, file_lane_nice: int,
-                 scheduler: Scheduler) -> None:
+                 scheduler: Scheduler, heartbeat_timeout_s: float) -> None:
         self.model_path = model_path
         self.step_model_path = step_model_path
         self.num_threads = num_threads
@@ -49,6 +60,8 @@ class Supervisor:
         self._arena_names = (f"{arena_prefix}{n}" for n in itertools.count())
         self._scheduler = scheduler  # to run a hung worker's segments again
         self._failed_starts = 0
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self._heartbeat_interval_s = min(HEARTBEAT_INTERVAL_S, heartbeat_timeout_s / 2)
         self._ctx = multiprocessing.get_context("spawn")
 
     def start(self, live_lane: bool, arena: Arena | None = None) -> None:
@@ -73,20 +86,58 @@ class Supervisor:
         """The sessions whose segments the workers hold now."""
         return [s for w in self.workers if w.task is not None for s in w.task.sessions]
 
-    def time_to_next_deadline(self) -> float | None:
-        """Seconds until the first held task's deadline; None when no worker holds one."""
-        deadlines = [w.task.deadline for w in self.workers if w.task is not None]
-        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+    def time_to_next_check(self) -> float | None:
+        """Seconds until the next thing to check: a held task's deadline, an idle worker's
+        next heartbeat, or an unanswered one's timeout; None when there is nothing to check."""
+        times = []
+        for worker in self.workers:
+            if worker.hung or not worker.ready:
+                continue
+            if worker.task is not None:
+                times.append(worker.task.deadline)
+            if worker.ping_sent_at is not None:
+                times.append(worker.ping_sent_at + self.heartbeat_timeout_s)
+            elif worker.task is None:
+                times.append(worker.last_heard + self._heartbeat_interval_s)
+        return max(0.0, min(times) - time.monotonic()) if times else None
 
     def kill_hung_workers(self) -> None:
-        """The watchdog: a worker past its task's deadline is killed; its sentinel then
-        fires and :meth:`replace` starts another and runs the segments again."""
+        """The watchdog: a worker past its task's deadline, or silent for the heartbeat
+        timeout, is killed; its sentinel then fires and :meth:`replace` starts another
+        and runs its segments again."""
         for worker, task in _overdue(self.workers):
+            held = time.monotonic() - task.sent_at
             log.warning("worker process %s gave no result within %.1f s: killing it",
-                        worker.process.pid, time.monotonic() - task.sent_at)
-            worker.hung = True
+                        worker.process.pid, held)
             self.hung_workers += 1
-            worker.process.kill()
+            worker.kill(f"gave no result within {task.deadline - task.sent_at:.1f} s and "
+                        f"was killed")
+        for worker in self._silent(time.monotonic()):
+            log.warning("worker process %s did not answer its heartbeat within %.1f s: "
+                        "killing it", worker.process.pid, self.heartbeat_timeout_s)
+            self.hung_workers += 1
+            worker.kill(f"did not answer its heartbeat within {self.heartbeat_timeout_s:.1f} s "
+                        f"and was killed")
+
+    def _silent(self, now: float) -> list[Worker]:
+        """The workers whose heartbeat is unanswered past the timeout. A reply already in
+        the pipe counts: the collector may be the one that was slow."""
+        return [w for w in self.workers
+                if not w.hung and w.ping_sent_at is not None
+                and now - w.ping_sent_at > self.heartbeat_timeout_s and not w.conn.poll(0)]
+
+    def send_heartbeats(self) -> list[Worker]:
+        """Ping every idle worker not heard from for the heartbeat interval; the workers
+        whose pipe has broken (they are dead: to be replaced)."""
+        now = time.monotonic()
+        broken = []
+        for worker in self.workers:
+            if (worker.ready and worker.task is None and worker.ping_sent_at is None
+                    and not worker.hung
+                    and now - worker.last_heard >= self._heartbeat_interval_s
+                    and not worker.send_ping(now)):
+                broken.append(worker)
+        return broken
 
     def replace(self, worker: Worker, closing: bool) -> str | None:
         """A worker died: settle the sessions it held and start another in its place (none
@@ -100,6 +151,9 @@ class Supervisor:
         if closing:
             worker.arena.unlink()
             return None
+        if not worker.ready and worker.process.exitcode == BOOTSTRAP_EXIT_STATUS:
+            worker.arena.unlink()  # it would only do the same again
+            return GUARD_ADVICE
         if not worker.ready:
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
@@ -143,12 +197,9 @@ def _bury(worker: Worker) -> str:
     if worker.process.is_alive():
         worker.process.kill()
         worker.process.join()
-    task = worker.task
-    if worker.hung and task is not None:
-        how = f"gave no result within {task.deadline - task.sent_at:.1f} s and was killed"
-    else:
-        how = describe_exit(worker.process.exitcode)
-    log.warning("worker process %s %s", worker.process.pid, how)
+    how = worker.hung_how if worker.hung else describe_exit(worker.process.exitcode)
+    if worker.process.exitcode != BOOTSTRAP_EXIT_STATUS:  # else the pool's error says why
+        log.warning("worker process %s %s", worker.process.pid, how)
     return how
 
 

@@ -11,10 +11,12 @@ TASK's segment sizes and, on failure, a traceback::
                                                      then how each is run (:data:`PLAIN`,
                                                      or a stream step's context frames)
                       STOP   -                       -
+                      PING   -                       -   (an idle worker's heartbeat)
     worker → parent   READY  -, frame length         -
                       RESULT task id, frames in all  (the results are in the arena)
                       FAILED task id (0: at load),   payload: the worker's traceback, UTF-8
                              the segment that failed
+                      PONG   -                       -   (the heartbeat's answer)
 
 A task is one segment of a file, or several streams' chunks taken together when chunks queue
 up (one wake-up and one round trip for all of them). A stream's chunk run by the model's
@@ -24,11 +26,17 @@ behind its result::
     input half    [state | samples] of a step segment, [samples] of a plain one, ...
     output half   [result | state]                     [result]                  ...
 
+A spawned worker imports the caller's main script again; a script that starts an enhancer
+at its top level would start pools in every worker. :func:`refuse_start_while_bootstrapping`
+stops that at once: a worker of ours then exits with ``BOOTSTRAP_EXIT_STATUS``, which the
+parent turns into :data:`GUARD_ADVICE`.
+
 This module imports only numpy and the model runner, so a spawned worker stays small.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import struct
@@ -58,6 +66,33 @@ class MessageKind(IntEnum):
     READY = 2
     RESULT = 3
     FAILED = 4
+    PING = 5
+    PONG = 6
+
+
+WORKER_NAME = "enhancer-worker"  # the pool's processes' name, known to them while they start
+# A worker that found itself starting an enhancer while it imported the caller's script exits
+# with this status (sysexits' EX_CONFIG), and nothing on stderr: the parent says why, once.
+BOOTSTRAP_EXIT_STATUS = 78
+GUARD_ADVICE = ("the enhancer was started while its script was being imported again by a "
+                "spawned worker process: put the code that starts it under "
+                "`if __name__ == \"__main__\":`")
+
+
+def refuse_start_while_bootstrapping() -> None:
+    """Refuse to start worker processes from a process that is still starting itself.
+
+    A spawned process imports the parent's main script before it runs (CPython's
+    ``multiprocessing.spawn``, whose own check comes only after an enhancer has made its
+    shared memory). In one of our workers this exits quietly with ``BOOTSTRAP_EXIT_STATUS``;
+    in anyone else's child it raises ``ModelError`` with the advice.
+    """
+    process = multiprocessing.current_process()
+    if not getattr(process, "_inheriting", False):
+        return
+    if process.name == WORKER_NAME:
+        raise SystemExit(BOOTSTRAP_EXIT_STATUS)
+    raise ModelError(GUARD_ADVICE)
 
 
 @dataclass(frozen=True)
@@ -250,6 +285,9 @@ def _serve(conn: Connection, runner: ModelRunner, spec: ArenaSpec, arena: Any,
             header = Header.unpack(message)
             if header.kind == MessageKind.STOP:
                 return
+            if header.kind == MessageKind.PING:
+                conn.send_bytes(Header(MessageKind.PONG).pack())
+                continue
             try:
                 counts, kinds = segment_counts(message)
                 process_task(runner, framing, samples, counts, out, kinds, steps)
