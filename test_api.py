@@ -116,6 +116,56 @@ def test_bad_requests_get_their_status_and_detail(client, data, fields, status, 
     assert_valid_request_succeeds(client)
 
 
+RAW = {"content-type": "application/octet-stream"}
+
+
+def _form(*extra: tuple[str, object]) -> list:
+    """A multipart form's parts: a file, the rate, and ``extra``."""
+    return [("file", ("a.raw", raw(np.zeros(8)), "application/octet-stream")),
+            ("sample_rate", (None, "48000")), *extra]
+
+
+@pytest.mark.parametrize("url, parts, detail", [
+    ("/enhance?model=nope", _form(), "query parameter 'model': with a form upload the "
+                                     "options are form fields"),
+    ("/enhance", _form(("file", ("b.raw", raw(np.ones(8)), "application/octet-stream"))),
+     "form field 'file' is given 2 times; give it once"),
+    ("/enhance", _form(("sample_rate", (None, "16000"))),
+     "form field 'sample_rate' is given 2 times"),
+    ("/enhance", _form(("smaple_rate", (None, "16000"))), "unknown form field 'smaple_rate'"),
+    ("/enhance?sample_rate=48000&sample_rate=16000", None,
+     "query parameter 'sample_rate' is given 2 times"),
+    ("/enhance?sample_rate=48000&modle=x", None, "unknown query parameter 'modle'"),
+])
+def test_a_parameter_that_would_be_ignored_is_refused_naming_it(client, url, parts, detail):
+    if parts is None:  # the audio as the raw body, the options in the query
+        response = client.post(url, content=raw(np.zeros(8)), headers=RAW)
+    else:
+        response = client.post(url, files=parts)
+    assert response.status_code == 422, response.text
+    assert detail in response.json()["detail"]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("sample_rate", "1_6000"), ("sample_rate", " 16000 "), ("sample_rate", "16000.0"),
+    ("sample_rate", "+16000"), ("sample_rate", "\u0661\u0666\u0660\u0660\u0660"),
+    ("sample_rate", "\uff11\uff16\uff10\uff10\uff10"),  # fullwidth
+    ("atten_lim_db", "1_0"), ("atten_lim_db", " 6"), ("atten_lim_db", "nan"),
+    ("atten_lim_db", "inf"), ("atten_lim_db", "\u0666"),
+])
+def test_numbers_are_read_in_ascii_digits_only(client, name, value):
+    fields = {"sample_rate": "16000", name: value}
+    by_form = client.post("/enhance", files={"file": ("a.raw", raw(np.zeros(8)))}, data=fields)
+    by_query = client.post("/enhance", params=fields, content=raw(np.zeros(8)), headers=RAW)
+    for response in (by_form, by_query):
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"].startswith(f"{name}: Input should be a valid "), (
+            response.json())
+    for good in ({"sample_rate": "16000"}, {"sample_rate": "16000", "atten_lim_db": "2.5"}):
+        response = client.post("/enhance", params=good, content=raw(np.zeros(8)), headers=RAW)
+        assert response.status_code == 200, response.text
+
+
 def test_upload_over_the_limit_is_refused_by_content_length():
     with app_with(MAX_UPLOAD_MB=0.01) as small:
         response = post(small, raw(np.zeros(5000)))  # 20 kB
