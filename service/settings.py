@@ -39,6 +39,10 @@ class Settings(EngineSettings):
         120.0, description="a request still running after this many seconds gets 504")
     HEADER_TIMEOUT_S: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
         10.0, description="a client must send a request's headers within this many seconds")
+    MAX_HEADER_KB: Annotated[int, Field(ge=1, le=1024)] = Field(
+        32, description="largest request headers accepted (request line and all fields), "
+                        "kB; longer ones get 431, counted as they arrive, so a connection "
+                        "holds at most this much of them")
     BODY_TIMEOUT_S: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
         10.0, description="longest pause between two parts of an upload before 408")
     MIN_UPLOAD_KBPS: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(

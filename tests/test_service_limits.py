@@ -128,6 +128,61 @@ def test_silent_connections_are_closed_after_the_header_timeout(empty_models_dir
         server.assert_serves()
 
 
+def send_header(port: int, size: int, lines: str = "") -> socket.socket:
+    """Open a connection and send a GET whose one header field is ``size`` bytes long (its
+    headers unfinished unless ``lines`` ends them)."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    connection.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * size
+                       + lines.encode())
+    return connection
+
+
+def test_headers_over_the_limit_get_431_and_cost_no_more_than_the_limit(empty_models_dir):
+    limit_kb, connections, senders = 32, 100, 20
+    with LiveServer(MODELS_DIR=empty_models_dir, MAX_HEADER_KB=str(limit_kb),
+                    MAX_CONNECTIONS=str(connections), HEADER_TIMEOUT_S="60") as server:
+        before = rss_mb(server.process.pid)
+        sockets: list[socket.socket] = [None] * senders  # type: ignore[list-item]
+
+        def send(i: int) -> None:  # 1 MB of one header on each connection at once
+            sockets[i] = send_header(server.port, 1 << 20)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        grown = rss_mb(server.process.pid) - before
+        for connection in sockets:
+            answer = read_answer(connection)
+            assert answer.startswith("HTTP/1.1 431 Request Header Fields Too Large"), answer
+            assert (f'{{"detail": "the request\'s headers are larger than the limit of '
+                    f'{limit_kb} kB (MAX_HEADER_KB)"}}') in answer
+            connection.close()
+        # Each connection may hold up to the limit of an unfinished header; no more.
+        assert grown < limit_kb * connections / 1024, f"the server grew {grown:.1f} MB"
+        under = send_header(server.port, 30_000, "\r\n\r\n")  # within the limit: served
+        assert read_answer(under).startswith("HTTP/1.1 200"), "a 30 kB header was refused"
+        under.close()
+        server.assert_serves()
+
+
+def test_uvicorn_run_by_hand_with_the_guarded_h11_protocol_has_the_header_limit(
+        empty_models_dir):
+    uvicorn_by_hand = ["sh", "-c", f'exec "{sys.executable}" -m uvicorn main:app --port '
+                       '"$APP_PORT" --http service.http_protocol:GuardedH11Protocol']
+    with LiveServer(uvicorn_by_hand, MODELS_DIR=empty_models_dir, MAX_HEADER_KB="24") as server:
+        over = send_header(server.port, 1 << 20)
+        answer = read_answer(over)
+        assert answer.startswith("HTTP/1.1 431") and "24 kB (MAX_HEADER_KB)" in answer, answer
+        over.close()
+        # Over h11's own 16 kB limit, within MAX_HEADER_KB: served.
+        under = send_header(server.port, 20_000, "\r\n\r\n")
+        assert read_answer(under).startswith("HTTP/1.1 200"), "a 20 kB header was refused"
+        under.close()
+        server.assert_serves()
+
+
 def test_a_client_that_reads_nothing_is_dropped_after_the_write_timeout(empty_models_dir):
     with LiveServer(MODELS_DIR=empty_models_dir, WRITE_TIMEOUT_S="1") as server:
         body = (MULTIPART_HEAD + raw(random_audio(4_000_000, seed=2)) + b"\r\n--x\r\n"
