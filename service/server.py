@@ -101,18 +101,24 @@ def main() -> None:
 
 
 class RepeatFilter(logging.Filter):
-    """Let one record of each message through per ``interval`` seconds; count the rest."""
+    """Summarise floods: one record per ``interval`` seconds of each repeated warning, and of
+    each repeated error from the same place; the rest are counted, and the count is added to
+    the next one shown.
+
+    Errors are told apart by where they were raised (exception type, file and line of the
+    innermost frame), never lumped together by level or by a shared message such as
+    uvicorn's "Exception in ASGI application": every distinct crash shows its traceback."""
 
     def __init__(self, interval: float) -> None:
         super().__init__()
         self.interval = interval
-        self.last_shown: dict[str, float] = {}
-        self.suppressed: dict[str, int] = {}
+        self.last_shown: dict[tuple[object, ...], float] = {}
+        self.suppressed: dict[tuple[object, ...], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = str(record.msg)
+        key = _site(record)
         now = time.monotonic()
         if now - self.last_shown.get(key, -self.interval) < self.interval:
             self.suppressed[key] = self.suppressed.get(key, 0) + 1
@@ -122,3 +128,19 @@ class RepeatFilter(logging.Filter):
             record.msg = f"{record.msg} (and {skipped} more like it)"
         self.last_shown[key] = now
         return True
+
+
+def _site(record: logging.LogRecord) -> tuple[object, ...]:
+    """What makes two records "the same": the message's format for a warning; for an error,
+    where the exception was raised or, without one, the whole message and where it was
+    logged from."""
+    if record.levelno < logging.ERROR:
+        return (str(record.msg),)
+    exc_info = record.exc_info
+    if not exc_info or exc_info[1] is None:
+        return (record.getMessage(), record.pathname, record.lineno)
+    frame = exc_info[2]
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = (frame.tb_frame.f_code.co_filename, frame.tb_lineno) if frame else ()
+    return (str(record.msg), type(exc_info[1]).__qualname__, *where)

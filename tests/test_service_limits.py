@@ -265,6 +265,38 @@ def test_running_out_of_files_neither_stops_the_service_nor_floods_the_log(empty
         assert len(server.stderr()) < 100_000, "the log was flooded"
 
 
+def test_the_log_summarises_repeated_warnings_but_shows_every_distinct_crash():
+    import logging
+
+    from service.server import RepeatFilter
+
+    logger = logging.getLogger("tests.repeat_filter")
+    logger.propagate = False
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    logger.addHandler(handler)
+    logger.addFilter(RepeatFilter(60))
+
+    def crash(kind: type[Exception]) -> None:
+        try:
+            raise kind(f"a {kind.__name__} in the app")
+        except Exception:  # as uvicorn logs what an ASGI app raises
+            logger.exception("Exception in ASGI application\n")
+
+    try:
+        for _ in range(5):
+            logger.warning("Exceeded concurrency limit.")
+        for kind in (KeyError, ValueError, ZeroDivisionError, ValueError, RuntimeError):
+            crash(kind)
+    finally:
+        logger.removeHandler(handler)
+    text = logged.getvalue()
+    assert text.count("Exceeded concurrency limit.") == 1
+    for kind in ("KeyError", "ValueError", "ZeroDivisionError", "RuntimeError"):
+        assert f"{kind}: " in text and f"a {kind} in the app" in text, text
+    assert text.count("Traceback (most recent call last)") == 4  # the 2nd ValueError: counted
+
+
 @pytest.mark.parametrize("env, message", [
     ({"API_KEY": ""}, "API_KEY: Value error, must not be empty"),
     ({"API_KEY": "has space"}, "API_KEY: Value error, must be printable ASCII"),
