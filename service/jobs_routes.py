@@ -30,12 +30,11 @@ from enhancer.jobs.store import QUEUED, RUNNING, JobRecord, JobStore, NewJob, ne
 from enhancer.registry import ModelRegistry
 from service.deps import ModelsDep, SettingsDep
 from service.enhance_request import (
-    FORM_TYPES,
     RAW_BODY_OPENAPI,
-    RAW_BODY_TYPES,
     AudioOptions,
     EnhanceForm,
     EnhanceRequest,
+    read_enhance_request,
 )
 from service.routes import content_disposition, operation_id
 from service.schemas import ErrorMessage, error
@@ -114,18 +113,8 @@ class JobForm(EnhanceForm):
 async def parse_job_request(
         request: Request, form: Annotated[JobForm, Form(media_type="multipart/form-data")],
         query: Annotated[JobOptions, Query()]) -> EnhanceRequest:
-    """As ``POST /enhance``'s: the options from the form or, with a raw body, the query."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in RAW_BODY_TYPES:
-        return EnhanceRequest(query, request, file=None)
-    if form.file is None:
-        if content_type in FORM_TYPES:
-            raise HTTPException(422, "file: Field required")
-        raise HTTPException(415, f"send the audio as the `file` field of multipart/form-data, "
-                                 f"or as the body with Content-Type one of "
-                                 f"{', '.join(sorted(RAW_BODY_TYPES))}; got "
-                                 f"{content_type or 'no Content-Type'}")
-    return EnhanceRequest(form, request, form.file)
+    """As ``POST /enhance``'s, by the same rules, with ``callback_url`` allowed too."""
+    return await read_enhance_request(request, form, query)
 
 
 JobRequestDep = Annotated[EnhanceRequest, Depends(parse_job_request)]
