@@ -303,3 +303,18 @@ def test_a_job_whose_input_is_missing_fails_with_the_reason(tmp_path, inline):
     runner.run_one(job)
     ended = store.get(job_id)
     assert (ended.status, ended.error) == (FAILED, "the job's input file is missing")
+
+
+def test_an_upload_left_by_a_killed_server_is_removed_once_old(tmp_path):
+    store = JobStore(tmp_path)
+    kept_id, stray_id, fresh_id = new_job_id(), new_job_id(), new_job_id()
+    for job_id in (kept_id, stray_id, fresh_id):
+        (store.staging(job_id) / "input.tmp").write_bytes(b"half an upload")
+    store.add(kept_id, NewJob(owner="", audio_seconds=1.0, disk_bytes=0,
+                              media_type="audio/wav", raw_format="f32le"))
+    an_hour_ago = time.time() - 3600
+    for job_id in (kept_id, stray_id):
+        for path in (store.files / job_id, store.files / job_id / "input.tmp"):
+            os.utime(path, (an_hour_ago, an_hour_ago))
+    assert store.remove_strays(600) == 1
+    assert sorted(p.name for p in store.files.iterdir()) == sorted([kept_id, fresh_id])

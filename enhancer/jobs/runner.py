@@ -32,6 +32,10 @@ from enhancer.jobs.store import FAILED, SUCCEEDED, JobRecord, JobStore, runner_n
 
 log = logging.getLogger("enhancer.jobs")
 
+# An upload's folder without a job, untouched this long, was left by a server killed while
+# receiving it (an upload in progress writes every BODY_TIMEOUT_S at the latest).
+STRAY_AGE_S = 600.0
+
 Finished = Callable[[JobRecord, float], None]
 """Called with a job that ended (from the runner's thread) and the seconds it ran."""
 
@@ -65,6 +69,7 @@ class JobRunner:
 
     def start(self) -> None:
         self.store.requeue_orphans(self.name)
+        self.store.remove_strays(STRAY_AGE_S)
         self._thread.start()
 
     def wake(self) -> None:

@@ -145,6 +145,26 @@ class JobStore:
     def remove_files(self, job_id: str) -> None:
         shutil.rmtree(self.files / job_id, ignore_errors=True)
 
+    def remove_strays(self, min_age_s: float) -> int:
+        """Delete the folders of uploads that never became jobs (the server was killed while
+        receiving them), untouched for ``min_age_s``; uploads in progress are left alone."""
+        now = time.time()
+        with self._session() as session:
+            known = set(session.scalars(select(JobRecord.id)))
+        removed = 0
+        for folder in self.files.iterdir():
+            if folder.name in known or not folder.is_dir():
+                continue
+            try:
+                newest = max([folder.stat().st_mtime, *(p.stat().st_mtime
+                                                         for p in folder.iterdir())])
+            except OSError:
+                continue
+            if now - newest > min_age_s:
+                self.remove_files(folder.name)
+                removed += 1
+        return removed
+
     # ------------------------------------------------------------------ records
 
     def add(self, job_id: str, new: NewJob) -> tuple[JobRecord, bool]:
