@@ -21,15 +21,32 @@ def read_at(f: IO[bytes], offset: int, size: int) -> bytes:
     return f.read(size)
 
 
-def _id3_end(f: IO[bytes]) -> int:
-    """Where the audio starts after any ID3v2 tags at the front (0 when there are none)."""
+def truncated(name: str, size: int, where: str) -> InvalidAudio:
+    """The one way a container that ends early is reported, so every reader says it alike."""
+    return InvalidAudio(f"the {name} data is truncated: the file ends after {size} bytes, "
+                        f"{where}")
+
+
+def _id3_end(f: IO[bytes], size: int) -> int:
+    """Where the audio starts after any ID3v2 tags at the front (0 when there are none).
+
+    Called only when the data starts with "ID3": a tag the file ends inside is a truncated
+    MP3, and a tag header that is not one (version 2-4, sizes of 7-bit bytes) is refused.
+    """
     offset = 0
     while True:
         head = read_at(f, offset, 10)
-        if len(head) < 10 or head[:3] != b"ID3" or any(b & 0x80 for b in head[6:10]):
+        if head[:3] != b"ID3" and offset:
             return offset
-        size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
-        offset += 10 + size + (10 if head[5] & 0x10 else 0)  # the flag says a footer follows
+        if len(head) < 10:
+            raise truncated("MP3", size, "inside its ID3 tag's header")
+        if head[3] not in (2, 3, 4) or any(b & 0x80 for b in head[6:10]):
+            raise InvalidAudio("cannot read the MP3 data: it starts with \"ID3\" but not with "
+                               "a valid ID3v2 tag header")
+        tag = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
+        offset += 10 + tag + (10 if head[5] & 0x10 else 0)  # the flag says a footer follows
+        if offset > size:
+            raise truncated("MP3", size, f"inside its ID3 tag ({offset} bytes)")
 
 
 # kbit/s by bitrate index, for (MPEG-1?, layer).
@@ -74,16 +91,30 @@ def _adts_frame_length(head: bytes) -> int | None:
     return length if length >= 7 else None
 
 
+def _sync_prefix(rest: bytes) -> bool:
+    """True when ``rest`` (under 4 bytes) can be the start of an MPEG or ADTS frame header."""
+    return rest[:1] == b"\xff" and (len(rest) < 2 or rest[1] & 0xE0 == 0xE0)
+
+
 def _frames_follow(f: IO[bytes], offset: int, size: int,
                    frame_length: Callable[[bytes], int | None]) -> bool:
-    """True when a frame starts at ``offset`` and another right after it (or the data ends there).
+    """True when a frame starts at ``offset`` and another right after it (or the data ends there,
+    or inside the next frame's header).
 
     Two in a row tell a stream from headerless samples that happen to start alike.
     """
     length = frame_length(read_at(f, offset, 8))
     if length is None:
         return False
-    return offset + length == size or frame_length(read_at(f, offset + length, 8)) is not None
+    after = offset + length
+    if after == size or frame_length(read_at(f, after, 8)) is not None:
+        return True
+    return size - after < 4 and _sync_prefix(read_at(f, after, 4))
+
+
+def _mpeg_length(head: bytes) -> int | None:
+    frame = mpeg_frame(head)
+    return None if frame is None else frame[0]
 
 
 def _unsupported(name: str) -> UnsupportedFormat:
@@ -106,48 +137,124 @@ def sniff(f: IO[bytes], size: int) -> tuple[str | None, int]:
     for offset, magic, name in OTHER_CONTAINERS:
         if head[offset:offset + len(magic)] == magic:
             raise _unsupported(name)
-    start = _id3_end(f)
-    after = read_at(f, start, 4)
-    if start and after == b"fLaC":
+    start = _id3_end(f, size) if head[:3] == b"ID3" else 0
+    if start and read_at(f, start, 4) == b"fLaC":
         return "FLAC", start
     if _frames_follow(f, start, size, _adts_frame_length):
         raise _unsupported("AAC (ADTS)")
-    if start or _frames_follow(f, start, size, lambda h: (mpeg_frame(h) or (None,))[0]):
+    first = mpeg_frame(read_at(f, start, 4))
+    if start or _frames_follow(f, start, size, _mpeg_length):
         return "MP3", start
+    if first is not None and first[0] > size:
+        # A frame header, and the data ends inside that frame: an MP3 cut short, not samples.
+        raise truncated("MP3", size, f"inside its first frame ({first[0]} bytes)")
     return None, 0
 
 
 def check_wav_header(f: IO[bytes], size: int) -> None:
-    """Refuse a WAV header libsndfile would misread, or a data chunk cut short.
+    """Refuse a WAV header libsndfile would misread, or a file that ends before its samples do.
 
     libsndfile reads a PCM header declaring, say, 7 bits per sample as 8-bit audio, and reads
     quietly what is there of a truncated data chunk. Data sizes of 0 and 0xFFFFFFFF mean
-    "unknown" (streamed or RF64 files) and are let through.
+    "unknown" (streamed or RF64 files) and are let through. A RIFF form other than WAVE is
+    left to libsndfile to name.
     """
     head = read_at(f, 0, 12)
+    if len(head) < 12:
+        raise truncated("WAV", size, "inside its header")
+    if head[8:12] != b"WAVE":
+        return
     endian = ">" if head[:4] == b"RIFX" else "<"
-    position = 12
-    while position + 8 <= size:
+    position, ds64_size = 12, None  # RF64 gives the data's size in its ds64 chunk
+    while True:
+        if position + 8 > size:
+            raise truncated("WAV", size, "before its data chunk" if position == size
+                            else "inside its header")
         chunk = read_at(f, position, 8)
         chunk_id, chunk_size = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
         if chunk_id == b"fmt " and chunk_size >= 16:
-            tag, channels, _, _, block_align, bits = struct.unpack(
-                endian + "HHIIHH", read_at(f, position + 8, 16))
-            # PCM, IEEE float, extensible: the formats whose samples are whole bytes.
-            if tag in (1, 3, 0xFFFE) and (bits == 0 or bits % 8
-                                          or block_align != channels * bits // 8):
-                raise InvalidAudio(f"the WAV header is inconsistent: {bits} bits per sample "
-                                   f"and a block of {block_align} bytes for {channels} "
-                                   f"channel(s); samples must be whole bytes (8, 16, 24 or "
-                                   f"32 bits) and a block one sample per channel")
+            _check_wav_format(read_at(f, position + 8, 16), endian, size)
+        if chunk_id == b"ds64" and chunk_size >= 16:
+            ds64_size = struct.unpack("<Q", read_at(f, position + 16, 8).ljust(8, b"\0"))[0]
         if chunk_id == b"data":
             available = size - position - 8
-            if head[:4] != b"RF64" and chunk_size not in (0, 0xFFFFFFFF) and (
-                    chunk_size > available):
+            if head[:4] == b"RF64" and chunk_size == 0xFFFFFFFF and ds64_size is not None:
+                chunk_size = ds64_size
+            if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
                 raise InvalidAudio(f"the WAV data is truncated: its header announces "
                                    f"{chunk_size} bytes of samples, {available} are present")
             return
         position += 8 + chunk_size + (chunk_size & 1)
+
+
+def _check_wav_format(body: bytes, endian: str, size: int) -> None:
+    if len(body) < 16:
+        raise truncated("WAV", size, "inside its header")
+    tag, channels, _, _, block_align, bits = struct.unpack(endian + "HHIIHH", body)
+    # PCM, IEEE float, extensible: the formats whose samples are whole bytes.
+    if tag in (1, 3, 0xFFFE) and (bits == 0 or bits % 8 or block_align != channels * bits // 8):
+        raise InvalidAudio(f"the WAV header is inconsistent: {bits} bits per sample "
+                           f"and a block of {block_align} bytes for {channels} "
+                           f"channel(s); samples must be whole bytes (8, 16, 24 or "
+                           f"32 bits) and a block one sample per channel")
+
+
+def check_flac_metadata(f: IO[bytes], start: int, size: int) -> None:
+    """Refuse a FLAC that ends inside its metadata blocks, or right after them.
+
+    Only a chain that starts with a STREAMINFO block of its fixed size is followed; anything
+    else is left to libsndfile to name.
+    """
+    position, first = start + 4, True
+    while True:
+        head = read_at(f, position, 4)
+        if len(head) < 4:
+            raise truncated("FLAC", size, "inside its header")
+        kind, length = head[0] & 0x7F, int.from_bytes(head[1:], "big")
+        if kind > 6 or (first and (kind, length) != (0, 34)):
+            return
+        position, first = position + 4 + length, False
+        if position > size:
+            raise truncated("FLAC", size, "inside its header")
+        if head[0] & 0x80:
+            break
+    if position == size:
+        raise truncated("FLAC", size, "right after its header, before any audio frame")
+
+
+def check_ogg_pages(f: IO[bytes], size: int) -> None:
+    """Refuse an Ogg that ends inside a page, or without its end-of-stream page.
+
+    libvorbisfile and libopusfile decode a cut stream up to its last whole page without a
+    word. Pages are walked by their headers (no audio is decoded); data that stops looking
+    like Ogg pages is left to libsndfile to name.
+    """
+    position, flags = 0, 0
+    while position < size:
+        head = read_at(f, position, 27)
+        if not b"OggS".startswith(head[:4]) or (len(head) > 4 and head[4] != 0):
+            return
+        if len(head) < 27:
+            raise truncated("Ogg", size, "inside a page header")
+        table = read_at(f, position + 27, head[26])
+        if len(table) < head[26]:
+            raise truncated("Ogg", size, "inside a page header")
+        position, flags = position + 27 + len(table) + sum(table), head[5]
+        if position > size:
+            raise truncated("Ogg", size, "inside a page")
+    if not flags & 4:
+        raise truncated("Ogg", size, "before its last page (the one marked end-of-stream)")
+
+
+def check_structure(f: IO[bytes], container: str, start: int, size: int) -> None:
+    """Refuse a WAV, FLAC or Ogg whose header is inconsistent or that ends early (MP3:
+    :func:`mpeg_samples`), before libsndfile reads it."""
+    if container == "WAV":
+        check_wav_header(f, size)
+    elif container == "FLAC":
+        check_flac_metadata(f, start, size)
+    elif container == "OGG":
+        check_ogg_pages(f, size)
 
 
 # FLAC: STREAMINFO is the first metadata block; its 8 bytes at offset 10 pack the sample rate
@@ -203,11 +310,12 @@ class PatchedFile(io.RawIOBase):
         return count
 
 
-def mpeg_samples(f: IO[bytes], start: int) -> int:
+def mpeg_samples(f: IO[bytes], start: int, size: int) -> int:
     """Samples per channel in the MPEG frames from ``start`` up to the first non-frame byte.
 
     An upper bound of what a decoder gives (it also counts the Xing/Info frame, the encoder's
-    delay and padding), found without decoding anything.
+    delay and padding), found without decoding anything. Raises ``InvalidAudio`` when the
+    file ends inside a frame (or inside the header of one).
     """
     samples, position, base, chunk = 0, start, start, b""
     while True:
@@ -216,6 +324,8 @@ def mpeg_samples(f: IO[bytes], start: int) -> int:
             base, chunk, at = position, read_at(f, position, 1 << 20), 0
         frame = mpeg_frame(chunk, at)
         if frame is None:
+            if position > size or (size - position < 4 and _sync_prefix(chunk[at:])):
+                raise truncated("MP3", size, "inside a frame")
             return samples
         samples += frame[1]
         position += frame[0]

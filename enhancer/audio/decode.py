@@ -19,7 +19,7 @@ from enhancer.audio.containers import (
     STREAMINFO_PACKED,
     MemoryFile,
     PatchedFile,
-    check_wav_header,
+    check_structure,
     flac_declared_frames,
     mpeg_frame,
     mpeg_samples,
@@ -105,13 +105,12 @@ class AudioReader:
         source: IO[bytes] | PatchedFile = self._f
         name = display_name(container)
         in_frames = spf = 0
-        if container == "WAV":
-            check_wav_header(self._f, size)
-        elif container == "MP3":
+        check_structure(self._f, container, start, size)
+        if container == "MP3":
             # libsndfile takes an MP3's length from its Xing/Info header, or else guesses it,
             # and never reads past that: the frames themselves say what it holds. (Counted
             # now: libsndfile expects the file where it left it.)
-            in_frames = mpeg_samples(self._f, start)
+            in_frames = mpeg_samples(self._f, start, size)
             spf = (mpeg_frame(read_at(self._f, start, 4)) or (0, 1152))[1]
         elif container == "FLAC":
             self._declared, hidden = flac_declared_frames(self._f, start)
@@ -248,8 +247,21 @@ class AudioReader:
         error = _snd.sf_error(handle)
         if error:
             reason = _ffi.string(_snd.sf_error_number(error)).decode(errors="replace")
+            self._check_not_cut(reason)
             raise InvalidAudio(f"cannot decode the {self.name} data: {reason}")
         return int(count)
+
+    def _check_not_cut(self, reason: str) -> None:
+        """A decoding error at the very end of a file short of its declared length: a FLAC
+        decoder out of bytes inside a frame says "lost sync", as it does for a damaged one."""
+        position = self._f.tell()
+        size = self._f.seek(0, io.SEEK_END)
+        if self._declared is not None and position >= size and (
+                self.frames_read < self._declared):
+            raise InvalidAudio(f"the {self.name} data is truncated or corrupt: decoding "
+                               f"failed at the end of the file, after {size} bytes "
+                               f"({reason.rstrip('.')}); its header announces "
+                               f"{self._declared} samples, {self.frames_read} could be read")
 
     def _read_raw(self, out: np.ndarray) -> int:
         dtype, scale = self._raw
