@@ -126,6 +126,29 @@ def atomic_output(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
+@contextmanager
+def quiet_decoder(container: str | None = None) -> Iterator[None]:
+    """Within the block, the process's stderr (file descriptor 2) goes nowhere, while an MP3
+    (or a file not yet recognised) is opened or decoded in the main thread.
+
+    libmpg123, inside libsndfile, prints its complaints about a damaged MP3 straight to
+    descriptor 2, where the CLI promises one line; the error that matters is raised anyway.
+    The stream's thread waits meanwhile, so no one else's output is lost.
+    """
+    if container not in (None, "MP3") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def open_source(path: Path) -> IO[bytes]:
     """Open ``path`` for reading if it is a regular file; refuse devices, FIFOs and sockets.
 
@@ -183,7 +206,8 @@ def enhance_blocks(enhancer: Enhancer, reader: AudioReader, frames_per_block: in
         position = 0
         while True:
             INTERRUPTS.check()
-            chunk = reader.read(frames_per_block)
+            with quiet_decoder(reader.info.format.container):
+                chunk = reader.read(frames_per_block)
             if len(chunk) == 0:
                 break
             _check_finite(chunk, position, rate)
@@ -272,7 +296,9 @@ def probe_file(source: Path, raw_format: str, sample_rate: int, budget: Budget |
     """
     with open_source(source) as f:
         try:
-            with open_audio(f, raw_format, sample_rate) as reader:
+            with quiet_decoder():
+                reader = open_audio(f, raw_format, sample_rate)
+            with reader:
                 if budget is not None:
                     budget.check(reader.info, model_rate)
                 return reader.info
@@ -297,7 +323,8 @@ def enhance_file(enhancer: Enhancer, source: Path, destination: Path, raw_format
     """
     with open_source(source) as f:
         try:
-            reader = open_audio(f, raw_format, sample_rate)
+            with quiet_decoder():
+                reader = open_audio(f, raw_format, sample_rate)
         except InvalidAudio as exc:
             raise FileProblem(f"{source}: {exc}") from None
         with reader:
