@@ -236,7 +236,8 @@ class WorkerPool:
 
     @property
     def hung_workers(self) -> int:
-        """Workers the watchdog killed for holding a task past its deadline."""
+        """Workers the watchdog killed: for holding a task past its deadline, or for leaving
+        a heartbeat unanswered."""
         return self._supervisor.hung_workers
 
     @property

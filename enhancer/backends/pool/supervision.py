@@ -127,17 +127,17 @@ class Supervisor:
                 and now - w.ping_sent_at > self.heartbeat_timeout_s and not w.conn.poll(0)]
 
     def send_heartbeats(self) -> list[Worker]:
-        """Ping every idle worker not heard from for the heartbeat interval; the workers
-        whose pipe has broken (they are dead: to be replaced)."""
+        """Ping the idle workers not heard from for the heartbeat interval; the workers
+        whose pipe has broken (they are dead: to be replaced). When one is due, those at
+        least half due are pinged with it, so the workers' heartbeats fall in step and an
+        idle pool wakes the collector about twice an interval, not twice per worker."""
         now = time.monotonic()
-        broken = []
-        for worker in self.workers:
-            if (worker.ready and worker.task is None and worker.ping_sent_at is None
-                    and not worker.hung
-                    and now - worker.last_heard >= self._heartbeat_interval_s
-                    and not worker.send_ping(now)):
-                broken.append(worker)
-        return broken
+        waiting = {w: now - w.last_heard for w in self.workers
+                   if w.ready and w.task is None and w.ping_sent_at is None and not w.hung}
+        if not any(silent >= self._heartbeat_interval_s for silent in waiting.values()):
+            return []
+        return [worker for worker, silent in waiting.items()
+                if silent >= self._heartbeat_interval_s / 2 and not worker.send_ping(now)]
 
     def replace(self, worker: Worker, closing: bool) -> str | None:
         """A worker died: settle the sessions it held and start another in its place (none
