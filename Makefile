@@ -64,6 +64,12 @@ bench-ray: $(VENV)/.dev $(VENV)/.ray
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak --seconds 600
 
+# Five minutes of random cut and damaged files of every format through the reader, a live
+# server and the CLI (bench/fuzz.py; make test runs a fixed, seeded set, tests/test_fuzz.py).
+.PHONY: fuzz
+fuzz: $(VENV)/.dev
+	$(PY) -m bench.fuzz --seconds 300
+
 # Synthetic held-out voices (bench/quality.md), then real recorded speech against RNNoise,
 # DeepFilterNet3 and noisereduce (bench/quality_real.md; fetches the Debian speech packages).
 bench-quality: $(VENV)/.quality
