@@ -110,6 +110,8 @@ def test_a_long_recording_runs_in_flat_memory_and_resumes_its_download(tmp_path)
         assert job["status"] == "succeeded", job
         assert job["audio_seconds"] == pytest.approx(MINUTES * 60)
         assert progress == sorted(progress) and progress[-1] == 1.0
+        print(f"{MINUTES:g} min: the server grew by {memory.rise_mb:.0f} MB "
+              f"(from {memory.start:.0f} MB)")  # shown with -s (make bench-jobs)
         assert memory.rise_mb < 100, f"the server grew by {memory.rise_mb:.0f} MB"
         result = tmp_path / "result.wav"
         _download_in_two(f"{server.url}{job['result_url']}", result)
@@ -133,7 +135,8 @@ def test_a_job_killed_while_running_succeeds_after_a_restart(tmp_path):
     try:
         job_id = _post_raw(server.url, audio).json()["id"]
         deadline = time.monotonic() + 120
-        while httpx.get(f"{server.url}/jobs/{job_id}", timeout=30).json()["progress"] == 0:
+        while (before := httpx.get(f"{server.url}/jobs/{job_id}",
+                                   timeout=30).json()["progress"]) == 0:
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.02)
         server.process.send_signal(signal.SIGKILL)
@@ -142,8 +145,9 @@ def test_a_job_killed_while_running_succeeds_after_a_restart(tmp_path):
         server.stop()
     assert JobStore(jobs).get(job_id).status == "running"  # as the kill left it
     with _server(jobs, TF_MODEL_PATH=str(DENOISER)) as again:
-        job, _ = wait_for_job(again.url, job_id, timeout=300)
+        job, progress = wait_for_job(again.url, job_id, timeout=300)
         assert job["status"] == "succeeded", job
+        assert progress == sorted(progress) and progress[0] >= before  # never backwards
         got = np.frombuffer(httpx.get(f"{again.url}{job['result_url']}", timeout=60).content,
                             "<f4")
     with AudioEnhancer(DENOISER, num_processes=0) as reference:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
     delete,
     event,
@@ -223,7 +224,7 @@ class JobStore:
                     update(JobRecord).where(JobRecord.id == job_id, claimable).values(
                         status=RUNNING, runner=runner, lease_until=now + lease_s,
                         started_at=func.coalesce(JobRecord.started_at, now),
-                        runs=JobRecord.runs + 1, progress=0.0))
+                        runs=JobRecord.runs + 1))
             if _count(won) == 1:
                 return self.get(job_id)
         return None
@@ -252,8 +253,9 @@ class JobStore:
         """Renew the lease (and record progress); False if the job is no longer this
         runner's to run (cancelled, or its lease taken over)."""
         values: dict[str, Any] = {"lease_until": time.time() + lease_s}
-        if progress is not None:
-            values["progress"] = progress
+        if progress is not None:  # never backwards, also when a job is run again
+            values["progress"] = case((JobRecord.progress < progress, progress),
+                                      else_=JobRecord.progress)
         with self._session.begin() as session:
             done = session.execute(update(JobRecord).where(
                 JobRecord.id == job_id, JobRecord.runner == runner,
