@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from enhancer.audio.containers import mpeg_frame
 from enhancer.audio.decode import decode_audio, probe_audio
 from enhancer.audio.encode import AudioWriter, encode_audio, quantize
 from enhancer.audio.formats import AUDIO_SUFFIXES, MEDIA_TYPES, SUPPORTED_FORMATS_TEXT, AudioFormat
@@ -250,3 +251,59 @@ def test_writing_in_blocks_equals_encoding_at_once(tmp_path, container, subtype)
         assert sf.info(io.BytesIO(written)).frames == len(samples)
     else:
         assert written == whole
+
+
+# ------------------------------------------------------------------ containers cut short
+
+def _ogg_without_its_last_page() -> bytes:
+    data, _ = lossy_audio("OGG", "OPUS", 48000, 1)
+    return data[:data.rfind(b"OggS")]
+
+
+def _mp3_cut_in_its_second_frame_header() -> bytes:
+    first = 144 * 320_000 // 48000  # bitrate index 14 (320 kbps) at 48 kHz, as written below
+    frame = bytes([0xFF, 0xFB, 0xE4, 0xC4]) + b"\x00" * (first - 4)
+    assert mpeg_frame(frame) == (first, 1152)
+    return frame + b"\xff\xfb"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: audio_bytes(np.zeros(100), 16000, "RF64", "PCM_16")[:150],
+     "the WAV data is truncated: its header announces 200 bytes of samples, 46 are present"),
+    (lambda: make_audio("WAV", "PCM_16", 16000, 1)[:36],
+     "the WAV data is truncated: the file ends after 36 bytes, before its data chunk"),
+    # STREAMINFO alone, marked the last metadata block, and no frame after it.
+    (lambda: b"fLaC\x80\x00\x00\x22" + make_audio("FLAC", "PCM_16", 16000, 1)[8:42],
+     "the FLAC data is truncated: the file ends after 42 bytes, right after its header, "
+     "before any audio frame"),
+    (_ogg_without_its_last_page, "the Ogg data is truncated: the file ends after {size} bytes, "
+                                 "before its last page (the one marked end-of-stream)"),
+    (lambda: b"ID3\x03\x00\x00\x00\x00\x01\x00" + b"\x00" * 20,
+     "the MP3 data is truncated: the file ends after 30 bytes, inside its ID3 tag (138 bytes)"),
+    (lambda: b"ID3\x03\x00", "the MP3 data is truncated: the file ends after 5 bytes, inside "
+                             "its ID3 tag's header"),
+    (_mp3_cut_in_its_second_frame_header, "the MP3 data is truncated: the file ends after "
+                                          "962 bytes, inside a frame"),
+    (lambda: b"\xff\xfb\x90\x64" + b"\x00" * 96,
+     "the MP3 data is truncated: the file ends after 100 bytes, inside its first frame "
+     "(417 bytes)"),
+])
+def test_a_container_cut_short_says_where_it_ends(make, message):
+    data = make()
+    with pytest.raises(InvalidAudio) as error:
+        decode_audio(data, "s16le", 48000)
+    assert str(error.value) == message.format(size=len(data))
+
+
+def test_a_file_that_starts_with_id3_but_no_tag_is_a_broken_mp3_not_samples():
+    with pytest.raises(InvalidAudio, match=r'^cannot read the MP3 data: it starts with "ID3" but '
+                                           r'not with a valid ID3v2 tag header$'):
+        decode_audio(b"ID3" + b"\x00" * 97, "s16le", 48000)
+
+
+def test_a_wav_written_to_a_pipe_with_unknown_sizes_is_still_read():
+    data = bytearray(make_audio("WAV", "PCM_16", 16000, 1))
+    at = data.find(b"data")
+    data[4:8] = data[at + 4:at + 8] = b"\xff\xff\xff\xff"  # "unknown", as a pipe's writer says
+    assert np.array_equal(decode_audio(bytes(data)).samples,
+                          decode_audio(make_audio("WAV", "PCM_16", 16000, 1)).samples)
