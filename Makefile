@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RAY := $(VENV)/bin/ray
 
-.PHONY: run run-cluster test lint docs bench bench-ray bench-quality soak train clean
+.PHONY: run run-cluster test lint docs bench bench-ray bench-quality bench-jobs soak train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ bench: $(VENV)/.dev
 # The Ray Serve backend against the local pool (about 70 s; README: Scale out on Ray Serve).
 bench-ray: $(VENV)/.dev $(VENV)/.ray
 	$(PY) -m bench.ray_bench
+
+# Jobs: the 2-hour recording through a real server (make test runs 5 minutes of it), then a
+# 1-hour job beside live streams and /enhance (bench/jobs_results.md).
+bench-jobs: $(VENV)/.dev
+	JOBS_TEST_MINUTES=120 $(PY) -m pytest -q -s tests/test_jobs.py -k long_recording
+	$(PY) -m bench.jobs_bench
 
 # Ten minutes of mixed load, faults and slow clients against a live server (bench/soak.md).
 soak: $(VENV)/.dev

@@ -28,6 +28,7 @@ SECTIONS = {
     "quality-real": "bench/quality_real.md",
     "quality": "bench/quality.md",
     "soak": "bench/soak.md",
+    "jobs": "bench/jobs_results.md",
 }
 
 

@@ -215,9 +215,11 @@ def _check_room(store: JobStore, settings: Settings, request: Request) -> None:
 
 def _check_disk(store: JobStore, settings: Settings, upload_bytes: int) -> None:
     """507 if the jobs' files plus this upload and its result would pass JOBS_MAX_DISK_MB."""
-    limit = settings.JOBS_MAX_DISK_MB * 1e6
-    used = store.disk_used()
-    if used + 2 * upload_bytes > limit:
+    _check_fits(settings, store.disk_used(), upload_bytes)
+
+
+def _check_fits(settings: Settings, used: float, upload_bytes: int) -> None:
+    if used + 2 * upload_bytes > settings.JOBS_MAX_DISK_MB * 1e6:
         raise HTTPException(507, f"the jobs' disk budget is full: jobs hold "
                                  f"{used / 1e6:.0f} MB of JOBS_MAX_DISK_MB="
                                  f"{settings.JOBS_MAX_DISK_MB:g}; this upload and its result "
@@ -262,7 +264,7 @@ async def _save_body(request: Request, target: Path, store: JobStore,
                      settings: Settings) -> None:
     """The raw body to ``target`` as it arrives, a megabyte at a time; 408 when it pauses
     longer than BODY_TIMEOUT_S, 507 once it passes the disk budget."""
-    limit = settings.JOBS_MAX_DISK_MB * 1e6 - await asyncio.to_thread(store.disk_used)
+    used = await asyncio.to_thread(store.disk_used)
     out = await asyncio.to_thread(open, target, "wb")
     try:
         pending: list[bytes] = []
@@ -280,8 +282,7 @@ async def _save_body(request: Request, target: Path, store: JobStore,
                                     ) from None
             pending.append(chunk)
             gathered += len(chunk)
-            if 2 * (written + gathered) > limit:
-                _check_disk(store, settings, written + gathered)
+            _check_fits(settings, used, written + gathered)  # refused as soon as it passes
             if gathered >= WRITE_BYTES:
                 await asyncio.to_thread(out.write, b"".join(pending))
                 written += gathered

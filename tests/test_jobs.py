@@ -322,3 +322,18 @@ def test_an_upload_left_by_a_killed_server_is_removed_once_old(tmp_path):
             os.utime(path, (an_hour_ago, an_hour_ago))
     assert store.remove_strays(600) == 1
     assert sorted(p.name for p in store.files.iterdir()) == sorted([kept_id, fresh_id])
+
+
+def test_a_runner_that_stops_queues_its_job_again_and_another_takes_it(tmp_path, inline):
+    store = JobStore(tmp_path)
+    job_id = new_job_id()
+    store.staging(job_id)
+    store.add(job_id, NewJob(owner="", audio_seconds=1.0, disk_bytes=0,
+                             media_type="audio/wav", raw_format="f32le"))
+    first = JobRunner(store, lambda _: inline, RunnerOptions())
+    assert store.claim(first.name, lease_s=60).id == job_id
+    assert store.claim("someone else", lease_s=60) is None  # held under its lease
+    assert store.release(first.name) == 1
+    second = store.claim("someone else", lease_s=60)
+    assert (second.id, second.status, second.runs) == (job_id, "running", 2)
+    assert not store.renew(job_id, first.name, 60, 0.5)  # the first may write no more

@@ -77,12 +77,15 @@ class JobRunner:
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current block; a job left running is resumed by the next runner
-        (its lease runs out, or the next start on this host queues it again)."""
+        """Stop after the current block and queue the job it was running again, for the
+        next runner (after a kill instead: when its lease runs out, or at once by the next
+        start on this host)."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.store.release(self.name)
 
     def _loop(self) -> None:
         last_sweep = 0.0

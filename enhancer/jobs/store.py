@@ -36,7 +36,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
@@ -123,7 +123,10 @@ class JobStore:
         self.engine = create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        _Base.metadata.create_all(self.engine)
+        try:
+            _Base.metadata.create_all(self.engine)
+        except DBAPIError:  # another front end created the table at the same moment
+            _Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -247,6 +250,15 @@ class JobStore:
                     JobRecord.status == RUNNING).values(status=QUEUED, lease_until=None))
             requeued += _count(done)
         return requeued
+
+    def release(self, runner: str) -> int:
+        """Queue again the jobs ``runner`` holds (it is stopping): the next runner resumes
+        them at once, not when their lease runs out."""
+        with self._session.begin() as session:
+            done = session.execute(update(JobRecord).where(
+                JobRecord.runner == runner, JobRecord.status == RUNNING).values(
+                    status=QUEUED, lease_until=None))
+            return _count(done)
 
     def renew(self, job_id: str, runner: str, lease_s: float,
               progress: float | None = None) -> bool:
