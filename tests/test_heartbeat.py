@@ -79,16 +79,16 @@ def test_every_worker_stopped_makes_ready_503_within_the_timeout_and_requests_st
         assert all(process_gone(pid) for pid in victims)
         wait_for(lambda: httpx.get(f"{server.url}/ready", timeout=5).status_code == 200, 30,
                  "/ready said 200 again")
-        assert "did not answer its heartbeat within 2.0 s" in server.stderr()
+        assert "did not answer its heartbeat (timeout 2 s) and was killed" in server.stderr()
 
 
 def test_idle_workers_answer_and_a_stopped_one_is_replaced_while_the_other_serves():
-    timeout = 1.0
+    timeout = 2.0
     with AudioEnhancer(PASSTHROUGH, num_processes=2, heartbeat_timeout_s=timeout) as enhancer:
         pool = enhancer.backend
         assert isinstance(pool, WorkerPool)
         healthy = enhancer.worker_pids
-        time.sleep(2.5 * timeout)  # several heartbeats, each answered
+        time.sleep(1.5 * timeout)  # 6 heartbeats or so, each answered
         assert enhancer.worker_pids == healthy and pool.hung_workers == 0
         assert enhancer.is_ready
         victim, other = healthy

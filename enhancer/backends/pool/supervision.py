@@ -3,12 +3,12 @@
 Each worker is spawned on its *arena* (made once, then handed to its replacements) and says
 READY once its model is loaded. The watchdog kills a worker that holds its task past the
 deadline. An idle worker not heard from for ``HEARTBEAT_INTERVAL_S`` gets a heartbeat
-(PING); one that does not answer within the heartbeat timeout is stopped or hangs, and is
-killed too, so the pool is not ready until its replacement has loaded. A worker that dies
-(its process sentinel fires, or its pipe breaks) is replaced: the sessions it held fail with
-``WorkerCrashed``, or, if it hung, its segments run once more elsewhere. Workers that keep
-dying while they load break the pool (:class:`Supervisor` says why; the pool fails every
-session), and so does one that found itself started by a script without the
+(PING); one that is silent for the heartbeat timeout, its PING unanswered, is stopped or
+hangs, and is killed too, so the pool is not ready until its replacement has loaded. A
+worker that dies (its process sentinel fires, or its pipe breaks) is replaced: the sessions
+it held fail with ``WorkerCrashed``, or, if it hung, its segments run once more elsewhere.
+Workers that keep dying while they load break the pool (:class:`Supervisor` says why; the
+pool fails every session), and so does one that found itself started by a script without the
 ``if __name__ == "__main__":`` guard (``BOOTSTRAP_EXIT_STATUS``).
 
 Owned by the collector thread.
@@ -39,7 +39,7 @@ log = logging.getLogger("enhancer.pool")
 WORKER_STOP_TIMEOUT_S = 5.0
 MAX_FAILED_STARTS = 3
 # An idle worker silent this long gets a heartbeat (at most half the timeout), so one that
-# stops is noticed within the timeout and this.
+# stops is noticed within the timeout.
 HEARTBEAT_INTERVAL_S = 0.5
 
 
@@ -62,6 +62,9 @@ class Supervisor:
         self._failed_starts = 0
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._heartbeat_interval_s = min(HEARTBEAT_INTERVAL_S, heartbeat_timeout_s / 2)
+        # A ping goes out after an interval of silence, so a worker silent for the timeout has
+        # had the rest to answer; at least that long even when the collector pinged late.
+        self._answer_within_s = heartbeat_timeout_s - self._heartbeat_interval_s
         self._ctx = multiprocessing.get_context("spawn")
 
     def start(self, live_lane: bool, arena: Arena | None = None) -> None:
@@ -96,7 +99,7 @@ class Supervisor:
             if worker.task is not None:
                 times.append(worker.task.deadline)
             if worker.ping_sent_at is not None:
-                times.append(worker.ping_sent_at + self.heartbeat_timeout_s)
+                times.append(worker.ping_sent_at + self._answer_within_s)
             elif worker.task is None:
                 times.append(worker.last_heard + self._heartbeat_interval_s)
         return max(0.0, min(times) - time.monotonic()) if times else None
@@ -113,18 +116,18 @@ class Supervisor:
             worker.kill(f"gave no result within {task.deadline - task.sent_at:.1f} s and "
                         f"was killed")
         for worker in self._silent(time.monotonic()):
-            log.warning("worker process %s did not answer its heartbeat within %.1f s: "
+            log.warning("worker process %s left its heartbeat unanswered (timeout %g s): "
                         "killing it", worker.process.pid, self.heartbeat_timeout_s)
             self.hung_workers += 1
-            worker.kill(f"did not answer its heartbeat within {self.heartbeat_timeout_s:.1f} s "
+            worker.kill(f"did not answer its heartbeat (timeout {self.heartbeat_timeout_s:g} s) "
                         f"and was killed")
 
     def _silent(self, now: float) -> list[Worker]:
-        """The workers whose heartbeat is unanswered past the timeout. A reply already in
+        """The workers whose heartbeat is unanswered in time. A reply already in
         the pipe counts: the collector may be the one that was slow."""
         return [w for w in self.workers
                 if not w.hung and w.ping_sent_at is not None
-                and now - w.ping_sent_at > self.heartbeat_timeout_s and not w.conn.poll(0)]
+                and now - w.ping_sent_at > self._answer_within_s and not w.conn.poll(0)]
 
     def send_heartbeats(self) -> list[Worker]:
         """Ping the idle workers not heard from for the heartbeat interval; the workers
