@@ -30,6 +30,8 @@ MAX_CHUNKS_PER_TASK = 8
 DEADLINE_FACTOR = 50.0
 # Within this long of a live chunk, file segments are cut to this many frames.
 LIVE_RECENT_S, FILE_FRAMES_WHILE_LIVE = 1.0, 32
+# A job's segments, at most (about 1.4 s of 48 kHz audio at hop 512).
+JOB_FRAMES = 128
 
 
 class Scheduler:
@@ -144,7 +146,9 @@ class Scheduler:
 
 def segment_limit(session: Session, last_live: float) -> int:
     """While streams are live, file segments are short, so a chunk never waits long for a
-    worker to come free."""
+    worker to come free; a job's always are, so neither does a request."""
+    if session.priority == Priority.JOB:
+        return min(session.segment_frames, JOB_FRAMES)
     if session.priority != Priority.LIVE and time.monotonic() - last_live < LIVE_RECENT_S:
         return min(session.segment_frames, FILE_FRAMES_WHILE_LIVE)
     return session.segment_frames
