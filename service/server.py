@@ -66,6 +66,7 @@ def main() -> None:
     import uvicorn
 
     from service.http_protocol import GUARDED_PROTOCOL
+    from service.stream_protocol import GUARDED_WS_PROTOCOL
 
     open_files = raise_open_file_limit()
     # Beyond this many connections uvicorn answers 503 at once, before running out of files.
@@ -83,7 +84,7 @@ def main() -> None:
         app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.APP_INTERFACE, port=settings.APP_PORT,
-        workers=settings.FRONTEND_PROCESSES, http=GUARDED_PROTOCOL,
+        workers=settings.FRONTEND_PROCESSES, http=GUARDED_PROTOCOL, ws=GUARDED_WS_PROTOCOL,
         limit_concurrency=connections, ws_max_size=settings.MAX_STREAM_MESSAGE_KB * 1024,
         ws_per_message_deflate=False,  # zlib over PCM buys nothing and costs the most CPU
         timeout_keep_alive=math.ceil(settings.KEEP_ALIVE_S),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enhancer.audio.encode import quantize
-from enhancer.audio.formats import RAW_FORMATS, check_sample_rate
+from enhancer.audio.formats import RAW_FORMATS, check_sample_rate, check_samples
 from enhancer.close_codes import CloseCode
 from enhancer.errors import InvalidAudio
 from enhancer.model.attenuation import MAX_ATTEN_LIM_DB, attenuation_floor
@@ -71,9 +71,10 @@ class StreamParameters:
         samples = np.frombuffer(data, dtype=dtype).reshape(-1, self.channels)
         samples = (samples.astype(np.float32) if scale is None
                    else (samples / np.float32(scale)).astype(np.float32))
-        if not np.isfinite(samples).all():
-            raise StreamClosed(CloseCode.BAD_AUDIO, "the chunk holds NaN or infinite samples")
-        return samples
+        try:  # the library's rule (finite, at most MAX_SAMPLE_MAGNITUDE), before the state
+            return check_samples(samples, "the chunk")
+        except InvalidAudio as exc:
+            raise StreamClosed(CloseCode.BAD_AUDIO, str(exc)) from None
 
     def encode(self, samples: np.ndarray) -> bytes:
         """Enhanced samples as a message, in the stream's encoding."""

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,9 @@ stream_router = APIRouter()
 
 # At most this much audio, as float32, is gathered into one push when messages queue up.
 MAX_GATHERED_BYTES = 1 << 20
+# The longest text message read: {"type": "end"} with room for whitespace. It bounds the
+# nesting json.loads can meet to far below the interpreter's recursion limit.
+MAX_TEXT_MESSAGE_CHARS = 256
 
 
 @stream_router.websocket("/enhance/stream")
@@ -69,15 +74,15 @@ async def enhance_stream(websocket: WebSocket) -> None:
         await websocket.send_text(_ready_message(enhancer, params, stream))
         await StreamSession(websocket, stream, params, settings, metrics).run()
     except StreamClosed as closed:
-        await _close(websocket, closed.code, closed.reason)
+        await _close(websocket, closed.code, closed.reason, settings.STREAM_SEND_TIMEOUT_S)
     except WebSocketDisconnect:
         pass  # the client left: its chunks in flight finish, nothing is kept
     except EnhancerError as exc:
         await _close(websocket, CloseCode.BAD_AUDIO if isinstance(exc, InvalidAudio)
-                     else CloseCode.SERVER_ERROR, str(exc))
+                     else CloseCode.SERVER_ERROR, str(exc), settings.STREAM_SEND_TIMEOUT_S)
     finally:
         if counted:
-            streams.open -= 1
+            streams.release()
             metrics.active_streams.set(streams.open)
 
 
@@ -181,27 +186,36 @@ class StreamSession:
     async def _finish(self, arrived: float) -> None:
         """The tail, the summary, and a normal close."""
         await self._send(await self.stream.finish(), [arrived])
-        await self.websocket.send_text(json.dumps({
+        await self._send_bounded(json.dumps({
             "type": "summary", "samples_in": self.stream.samples_in,
             "samples_out": self.stream.samples_out, "chunks": self.chunks,
             "seconds": round(time.monotonic() - self.started, 3),
             # Time from each message's arrival to its enhanced samples leaving, ms.
             "latency_ms": {"p50": _percentile_ms(self.latencies, 50),
                            "p99": _percentile_ms(self.latencies, 99)}}))
-        await _close(self.websocket, CloseCode.NORMAL, "done")
+        await _close(self.websocket, CloseCode.NORMAL, "done",
+                     self.settings.STREAM_SEND_TIMEOUT_S)
 
     async def _send(self, samples: np.ndarray, arrivals: list[float]) -> None:
         if samples.shape[0]:
-            try:
-                async with asyncio.timeout(self.settings.STREAM_SEND_TIMEOUT_S):
-                    await self.websocket.send_bytes(self.params.encode(samples))
-            except TimeoutError:
-                raise StreamClosed(CloseCode.TIMEOUT, "the client reads nothing: the stream "
-                                                      "is closed rather than buffered") from None
+            await self._send_bounded(self.params.encode(samples))
         sent = time.monotonic()
         for arrived in arrivals:  # each message's time from arrival to its samples leaving
             self.latencies.append(sent - arrived)
             self.metrics.stream_latency.observe(self.latencies[-1])
+
+    async def _send_bounded(self, message: bytes | str) -> None:
+        """Send, or close the stream if the client has read nothing for
+        STREAM_SEND_TIMEOUT_S (the server never buffers for it)."""
+        try:
+            async with asyncio.timeout(self.settings.STREAM_SEND_TIMEOUT_S):
+                if isinstance(message, str):
+                    await self.websocket.send_text(message)
+                else:
+                    await self.websocket.send_bytes(message)
+        except TimeoutError:
+            raise StreamClosed(CloseCode.TIMEOUT, "the client reads nothing: the stream "
+                                                  "is closed rather than buffered") from None
 
 
 async def _stop(reader: asyncio.Task[None]) -> None:
@@ -250,19 +264,29 @@ def _percentile_ms(values: list[float], q: float) -> float:
 
 
 def _is_end(text: str | None) -> bool:
+    """Whether a text message is the end; one too long to be it is refused before parsing,
+    which also bounds its nesting (so json.loads never recurses deeply)."""
     if text is None:
         return False
+    if len(text) > MAX_TEXT_MESSAGE_CHARS:
+        raise StreamClosed(CloseCode.BAD_REQUEST, f'text messages must be {{"type": "end"}}; '
+                                                  f'got {len(text)} characters, over '
+                                                  f'{MAX_TEXT_MESSAGE_CHARS}')
     if text.strip() == "end":
         return True
     try:
         return json.loads(text) == {"type": "end"}
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
-async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client left first
-        await websocket.close(code, reason.encode()[:123].decode(errors="ignore"))
+async def _close(websocket: WebSocket, code: CloseCode, reason: str,
+                 timeout: float) -> None:
+    """Send the close frame; give up after ``timeout`` (a client that reads nothing never
+    lets it out; service.stream_protocol then aborts its connection)."""
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, TimeoutError):
+        async with asyncio.timeout(timeout):  # the client left first, or reads nothing
+            await websocket.close(code, reason.encode()[:123].decode(errors="ignore"))
 
 
 class StreamCount:
@@ -270,6 +294,7 @@ class StreamCount:
 
     def __init__(self) -> None:
         self.open = 0
+        self._trim: asyncio.TimerHandle | None = None
 
     def take(self, limit: int) -> None:
         """Count one more stream, or refuse it if ``limit`` are open."""
@@ -277,3 +302,29 @@ class StreamCount:
             raise StreamClosed(CloseCode.TRY_AGAIN_LATER, f"the service holds MAX_STREAMS="
                                                           f"{limit} streams; retry later")
         self.open += 1
+
+    def release(self) -> None:
+        """Count one stream fewer, and soon give the memory it freed back to the system."""
+        self.open -= 1
+        if self._trim is None:  # one trim for every stream that ends meanwhile
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY_S, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        trim = _malloc_trim()
+        if trim is not None:
+            trim(0)
+
+
+# A stream's buffers (its messages read ahead, its audio) are freed when it ends, but glibc
+# keeps freed memory in its heap, where the next allocations often cannot reuse it: a
+# thousand streams' worth would stay with the process. malloc_trim hands it back (a few ms).
+TRIM_DELAY_S = 1.0
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None

@@ -56,6 +56,10 @@ READ_BLOCK_FRAMES = 1 << 16
 RAW_CHUNK_BYTES = 1 << 22
 # Without a budget, memory is never reserved for more frames than this on a header's word.
 UNTRUSTED_FRAMES = 1 << 22
+# The largest sample magnitude taken (full scale is 1.0). Far above any real audio (float
+# audio written at int32 scale, 2**31, passes), far below what breaks the shipped denoiser
+# (its output turns NaN, and its stream state with it, from about 1e17).
+MAX_SAMPLE_MAGNITUDE = 1e10
 
 
 def display_name(container: str) -> str:
@@ -233,7 +237,8 @@ def check_sample_rate(value: object, name: str = "sample_rate") -> int:
 
 
 def check_samples(samples: object, name: str = "raw_data") -> np.ndarray:
-    """Validate a 1-D or 2-D (channels-last) array of finite floats; return it as an array."""
+    """Validate a 1-D or 2-D (channels-last) array of finite floats no larger in magnitude
+    than ``MAX_SAMPLE_MAGNITUDE``; return it as an array."""
     if not isinstance(samples, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(samples).__name__}")
     if samples.dtype.kind != "f":
@@ -244,7 +249,13 @@ def check_samples(samples: object, name: str = "raw_data") -> np.ndarray:
     # In slices of about a million samples, so no mask as large as the audio is ever held.
     rows = max(1, (1 << 20) // max(1, samples.shape[1] if samples.ndim == 2 else 1))
     slices = [samples[i:i + rows] for i in range(0, len(samples), rows)]
-    if not all(np.isfinite(part).all() for part in slices):
-        bad = sum(part.size - int(np.count_nonzero(np.isfinite(part))) for part in slices)
+    # One pass: NaN fails the comparison too.
+    if all((np.abs(part) <= MAX_SAMPLE_MAGNITUDE).all() for part in slices):
+        return samples
+    bad = sum(part.size - int(np.count_nonzero(np.isfinite(part))) for part in slices)
+    if bad:
         raise InvalidAudio(f"{name} holds {bad} NaN or infinite samples")
-    return samples
+    loud = sum(int(np.count_nonzero(np.abs(part) > MAX_SAMPLE_MAGNITUDE)) for part in slices)
+    raise InvalidAudio(f"{name} holds {loud} sample{'s' if loud != 1 else ''} of magnitude "
+                       f"over MAX_SAMPLE_MAGNITUDE={MAX_SAMPLE_MAGNITUDE:.0e} (full scale "
+                       f"is 1.0)")
