@@ -1,8 +1,12 @@
 """Recognising a container by its bytes, and the header facts libsndfile does not check.
 
-Sniffing tells WAV, FLAC, MP3 and Ogg from headerless samples, and names the containers that
-are recognised but not read (M4A, WebM...) so they are never mistaken for samples. The WAV,
-FLAC and MPEG helpers read what a header declares, so a reader can hold a file to it.
+Sniffing tells WAV, FLAC, MP3 and Ogg from headerless samples by their magic bytes (RIFF,
+fLaC, OggS, an ID3 tag or an MPEG frame header), and names the containers that are recognised
+but not read (M4A, WebM...) so they are never mistaken for samples. The WAV, FLAC and MPEG
+helpers read what a header declares, so a reader can hold a file to it; walking each
+container's structure (chunks, metadata blocks, pages, tags, frames) finds one that ends
+early, reported by :func:`truncated` as "the X data is truncated: the file ends after N bytes,
+where" before libsndfile reads a sample.
 """
 
 from __future__ import annotations
