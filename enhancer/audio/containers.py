@@ -176,6 +176,8 @@ def check_wav_header(f: IO[bytes], size: int) -> None:
                             else "inside its header")
         chunk = read_at(f, position, 8)
         chunk_id, chunk_size = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
+        if not all(32 <= b < 127 for b in chunk_id):
+            return  # lost (a chunk's pad byte left out, say): libsndfile has ways to recover
         if chunk_id == b"fmt " and chunk_size >= 16:
             _check_wav_format(read_at(f, position + 8, 16), endian, size)
         if chunk_id == b"ds64" and chunk_size >= 16:
