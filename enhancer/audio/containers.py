@@ -160,8 +160,8 @@ def check_wav_header(f: IO[bytes], size: int) -> None:
 
     libsndfile reads a PCM header declaring, say, 7 bits per sample as 8-bit audio, and reads
     quietly what is there of a truncated data chunk. Data sizes of 0 and 0xFFFFFFFF mean
-    "unknown" (streamed or RF64 files) and are let through. A RIFF form other than WAVE is
-    left to libsndfile to name.
+    "unknown" (files written to a pipe) and are let through; RF64 gives the real size in its
+    ds64 chunk. A RIFF form other than WAVE is left to libsndfile to name.
     """
     head = read_at(f, 0, 12)
     if len(head) < 12:
@@ -177,7 +177,7 @@ def check_wav_header(f: IO[bytes], size: int) -> None:
         chunk = read_at(f, position, 8)
         chunk_id, chunk_size = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
         if not all(32 <= b < 127 for b in chunk_id):
-            return  # lost (a chunk's pad byte left out, say): libsndfile has ways to recover
+            return  # lost (a chunk's pad byte left out, say): left to libsndfile to name
         if chunk_id == b"fmt " and chunk_size >= 16:
             _check_wav_format(read_at(f, position + 8, 16), endian, size)
         if chunk_id == b"ds64" and chunk_size >= 16:
