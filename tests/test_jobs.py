@@ -337,3 +337,40 @@ def test_a_runner_that_stops_queues_its_job_again_and_another_takes_it(tmp_path,
     second = store.claim("someone else", lease_s=60)
     assert (second.id, second.status, second.runs) == (job_id, "running", 2)
     assert not store.renew(job_id, first.name, 60, 0.5)  # the first may write no more
+
+
+def _queued(store: JobStore) -> str:
+    job_id = new_job_id()
+    (store.staging(job_id) / "input").write_bytes(b"\0" * 400)
+    store.add(job_id, NewJob(owner="", audio_seconds=1.0, disk_bytes=800,
+                             media_type="application/octet-stream", raw_format="f32le"))
+    return job_id
+
+
+def test_cancelling_a_running_job_stops_its_runner_and_deletes_its_files(tmp_path):
+    store = JobStore(tmp_path)
+    job_id = _queued(store)
+    assert store.claim("runner-1", lease_s=60).id == job_id
+    cancelled = store.cancel(job_id, owner="")
+    assert cancelled.status == "cancelled" and not (store.files / job_id).exists()
+    assert not store.renew(job_id, "runner-1", 60, 0.5)  # the runner stops at its next block
+    assert not store.finish(job_id, "runner-1", SUCCEEDED)
+    assert store.get(job_id).status == "cancelled" and store.disk_used() == 0
+
+
+def test_a_full_queue_refuses_new_jobs_naming_the_limit(tmp_path):
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    from service.jobs_routes import _check_room
+    from service.settings import Settings
+
+    store = JobStore(tmp_path)
+    _queued(store)
+    settings = Settings(JOBS_MAX_QUEUED=1)
+    request = Request({"type": "http", "headers": []})
+    with pytest.raises(HTTPException) as refused:
+        _check_room(store, settings, request)
+    assert refused.value.status_code == 503
+    assert "the limit JOBS_MAX_QUEUED" in refused.value.detail
+    _check_room(store, Settings(JOBS_MAX_QUEUED=2), request)  # room for one more
