@@ -7,6 +7,9 @@ answer can be checked exactly) gets, at once:
 - bad inputs (truncated, NaN, wrong sizes, unsupported containers), each expecting its 4xx;
 - slow clients that trickle a body and give up;
 - live streams, each checked sample for sample;
+- attacks on streams: clients that never read (8 at a time, each to be dropped within
+  STREAM_SEND_TIMEOUT_S + 5 s), chunks of samples too loud for the model (4422), deeply
+  nested JSON text (4400);
 - every 20 s a worker killed (SIGKILL) or stopped (SIGSTOP, so the watchdog must act).
 
 At the end: every good request was answered (200, or a 503 for one held by a killed worker,
@@ -34,6 +37,9 @@ import numpy as np
 from bench.docs_sections import update_section
 from enhancer.apps.client import StreamError, stream_enhance
 from tests.helpers import ROOT, LiveServer, children_of, raw, wait_until_gone, workers_of
+from tests.test_stream_attacks import attack, close_of, never_reading_client
+
+SEND_TIMEOUT_S = 2.0
 
 RESULTS = ROOT / "bench" / "soak.md"
 
@@ -144,6 +150,33 @@ def streams(port: int, stop: threading.Event, tally: Tally) -> None:
         asyncio.run(one())
 
 
+def stream_attacks(server: LiveServer, stop: threading.Event, tally: Tally) -> None:
+    loud = np.full(4800, 0.1, "<f4")
+    loud[7] = 1e20
+    while not stop.is_set():
+        try:
+            sockets = [never_reading_client(server.port) for _ in range(8)]
+            try:
+                progress, dropped = attack(sockets, time.monotonic() + 60)
+            finally:
+                for sock in sockets:
+                    sock.close()
+            late = [d - p for d, p in zip(dropped, progress, strict=True) if d]
+            if not all(dropped) or max(late) > SEND_TIMEOUT_S + 5:
+                tally.fail(f"never-reading clients: {dropped.count(0.0)} not dropped, "
+                           f"the last after {max(late, default=0):.1f} s")
+            tally.add("attack: 8 never-reading clients dropped")
+            attacks: list[tuple[bytes | str, int]] = [(raw(loud), 4422), ("[" * 100_000, 4400)]
+            for message, code in attacks:
+                got = close_of(server, "?sample_rate=48000", [message])[1]
+                if got != code:
+                    tally.fail(f"stream attack expected {code}, got {got}")
+                tally.add(f"attack: closed with {code}")
+        except Exception as exc:  # any failure is the soak's result
+            tally.fail(f"stream attack failed: {exc!r}")
+        stop.wait(2)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -154,13 +187,15 @@ def rss_mb(pid: int) -> float:
 def main(seconds: float) -> int:
     tally = Tally()
     stop = threading.Event()
-    server = LiveServer(MIN_BLOCK_DEADLINE_S="2", BODY_TIMEOUT_S="2", MIN_UPLOAD_KBPS="0")
+    server = LiveServer(MIN_BLOCK_DEADLINE_S="2", BODY_TIMEOUT_S="2", MIN_UPLOAD_KBPS="0",
+                        STREAM_SEND_TIMEOUT_S=str(SEND_TIMEOUT_S))
     everything = children_of(server.process.pid)
     threads = [threading.Thread(target=good_requests, args=(server.url, stop, tally, s))
                for s in range(3)]
     threads += [threading.Thread(target=bad_requests, args=(server.url, stop, tally)),
                 threading.Thread(target=slow_clients, args=(server.port, stop, tally)),
-                threading.Thread(target=streams, args=(server.port, stop, tally))]
+                threading.Thread(target=streams, args=(server.port, stop, tally)),
+                threading.Thread(target=stream_attacks, args=(server, stop, tally))]
     for thread in threads:
         thread.start()
     memory: list[tuple[float, float]] = []

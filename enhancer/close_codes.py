@@ -25,16 +25,19 @@ class CloseCode(IntEnum):
     SERVER_ERROR = 1011
     # The service already holds MAX_STREAMS streams.
     TRY_AGAIN_LATER = 1013
-    # A bad query parameter, or a text message other than "end".
+    # A bad query parameter, or a text message other than "end" (over 256 characters it is
+    # refused unparsed, so no nesting depth can reach the JSON parser).
     BAD_REQUEST = 4400
     # The API key is missing or wrong.
     UNAUTHORIZED = 4401
     # The model asked for is not served.
     UNKNOWN_MODEL = 4404
     # Nothing received for STREAM_IDLE_TIMEOUT_S, or the client read nothing for
-    # STREAM_SEND_TIMEOUT_S (so the server never buffers for it).
+    # STREAM_SEND_TIMEOUT_S (so the server never buffers for it; a client whose buffer is so
+    # full that the close cannot be sent has its connection aborted instead).
     TIMEOUT = 4408
     # An encoding other than f32le or s16le.
     UNSUPPORTED_ENCODING = 4415
-    # Audio that is not whole frames, or holds NaN or infinite samples.
+    # Audio that is not whole frames, or holds NaN or infinite samples, or samples over
+    # MAX_SAMPLE_MAGNITUDE in magnitude (enhancer.audio.formats), which the model cannot take.
     BAD_AUDIO = 4422
