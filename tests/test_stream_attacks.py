@@ -43,6 +43,7 @@ def never_reading_client(port: int) -> socket.socket:
     answer read and nothing after it."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(f"GET /enhance/stream?sample_rate=48000 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
