@@ -12,14 +12,15 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import enhancer
 from enhancer.errors import EnhancerError
 from enhancer.registry import ModelRegistry
 from service.deps import require_api_key
-from service.jobs_routes import jobs_router
+from service.jobs_routes import allowed_methods, job_key_header, jobs_router
 from service.jobs_service import start_jobs
 from service.memory import InflightMemory
 from service.metrics import Metrics
@@ -118,6 +119,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def enhancer_error(request: Request, exc: EnhancerError) -> JSONResponse:
         return error_response(exc)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method the path serves, not only the first route's
+            headers["Allow"] = allowed_methods(request.app, request.url.path)
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=headers)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{err['loc'][-1]}: {err['msg']}" for err in exc.errors())
@@ -143,7 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keyed_router, dependencies=guard)
     app.include_router(router)
     app.include_router(stream_router)
-    app.include_router(jobs_router)  # each route checks the key: a job is its key's
+    # Each route checks the key (a job is its key's); the scheme is documented when keys are.
+    job_guard = [Depends(job_key_header)] if settings.api_keys else []
+    app.include_router(jobs_router, dependencies=job_guard)
     app.state.streams = StreamCount()
     app.mount("/static/swagger", StaticFiles(directory=_swagger_static_dir()),
               name="swagger-static")

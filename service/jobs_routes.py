@@ -16,11 +16,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from enhancer.apps.enhance_files import open_source
 from enhancer.audio.decode import open_audio
@@ -98,16 +101,29 @@ CALLBACK_FIELD = Field(description="POSTed the job's JSON when it ends, signed "
                                    "(X-Enhancer-Signature: sha256=HMAC of the body)")
 
 
+def _http_url(url: str | None) -> str | None:
+    """``callback_url`` must be an absolute http or https URL."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return url
+
+
+CallbackUrl = Annotated[str | None, CALLBACK_FIELD, AfterValidator(_http_url)]
+
+
 class JobOptions(AudioOptions):
     """``POST /enhance``'s options, and where to tell when the job ends."""
 
-    callback_url: Annotated[str | None, CALLBACK_FIELD] = None
+    callback_url: CallbackUrl = None
 
 
 class JobForm(EnhanceForm):
     """The multipart form: the audio, its options, the callback."""
 
-    callback_url: Annotated[str | None, CALLBACK_FIELD] = None
+    callback_url: CallbackUrl = None
 
 
 async def parse_job_request(
@@ -119,17 +135,19 @@ async def parse_job_request(
 
 JobRequestDep = Annotated[EnhanceRequest, Depends(parse_job_request)]
 
+# In the OpenAPI schema only when the service has keys (service.app adds it then), as for
+# /enhance: an open service documents no key.
 job_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="Needed when the service has API_KEY or API_KEYS.")
 
 
-def job_owner(request: Request, key: Annotated[str | None, Depends(job_key_header)]) -> str:
+def job_owner(request: Request) -> str:
     """The name of the caller's key ("" when the service has none): whose jobs it sees."""
     settings: Settings = request.app.state.settings
     keys = settings.api_keys
     if not keys:
         return ""
-    given = (key or "").encode()
+    given = request.headers.get("x-api-key", "").encode()
     found = [name for name, expected in keys.items()
              if secrets.compare_digest(given, expected.encode())]
     if not found:
@@ -148,8 +166,11 @@ def get_runner(request: Request) -> JobRunner:
 OwnerDep = Annotated[str, Depends(job_owner)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+KEYED: dict[int | str, dict[str, Any]] = {
+    401: error("X-API-Key is missing or wrong (only when the service has API keys).")}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: error("No job with this id belongs to this key.")}
+    **KEYED, 404: error("No job with this id belongs to this key."),
+    422: error("A parameter is invalid.")}
 
 
 async def _owned(store: JobStore, job_id: str, owner: str) -> JobRecord:
@@ -163,10 +184,14 @@ async def _owned(store: JobStore, job_id: str, owner: str) -> JobRecord:
 
 @jobs_router.post("", status_code=202, response_model=JobInfo, summary="Start a job",
                   openapi_extra=RAW_BODY_OPENAPI,
-                  responses={413: error("Longer than JOB_MAX_AUDIO_SECONDS, or too many "
+                  responses={**KEYED,
+                             400: error("The body is not valid multipart/form-data."),
+                             404: error("The model named in `model` does not exist."),
+                             408: error("The upload paused for more than BODY_TIMEOUT_S."),
+                             413: error("Longer than JOB_MAX_AUDIO_SECONDS, or too many "
                                         "channels."),
                              415: error("The audio format is not supported."),
-                             422: error("The audio's header is invalid."),
+                             422: error("The audio's header or a parameter is invalid."),
                              503: error("JOBS_MAX_QUEUED jobs are queued already."),
                              507: error("The jobs' disk budget (JOBS_MAX_DISK_MB) is full.")})
 async def create_job(asked: JobRequestDep, owner: OwnerDep, store: StoreDep,
@@ -314,10 +339,11 @@ def _probe(path: Path, raw_format: str, sample_rate: int | None,
     return seconds, info.format.media_type
 
 
-@jobs_router.get("", response_model=JobList, summary="List your jobs, newest first")
+@jobs_router.get("", response_model=JobList, summary="List your jobs, newest first",
+                 responses={**KEYED, 422: error("`limit` or `offset` is out of range.")})
 async def list_jobs(owner: OwnerDep, store: StoreDep, request: Request,
                     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+                    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0) -> JobList:
     records = await asyncio.to_thread(store.page, owner, limit + 1, offset)
     following = (str(request.url.include_query_params(limit=limit, offset=offset + limit))
                  if len(records) > limit else None)
@@ -357,3 +383,13 @@ async def delete_job(job_id: str, owner: OwnerDep, store: StoreDep) -> JobInfo:
         raise HTTPException(404, f"no job {job_id}")
     return job_info(record)
 
+
+
+def allowed_methods(app: Starlette, path: str) -> str:
+    """Every method some route serves at ``path``, for a 405's ``Allow`` (Starlette's lists
+    only the first matching route's, and ``/jobs`` and ``/jobs/{id}`` have two each)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.path_regex.match(path):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))

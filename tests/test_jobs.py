@@ -273,6 +273,9 @@ def test_corrupt_audio_fails_with_the_reason(keyed):
                          headers={"Content-Type": "audio/wav", **ALICE}, timeout=30)
     assert refused.status_code in (415, 422), refused.text
     assert refused.json()["detail"]
+    no_url = _post_raw(keyed.url, nan, ALICE, query="sample_rate=48000&callback_url=null")
+    assert no_url.status_code == 422
+    assert no_url.json()["detail"].startswith("callback_url: Value error, must be an absolute")
     job_id = _post_raw(keyed.url, nan, ALICE).json()["id"]
     job, _ = wait_for_job(keyed.url, job_id, ALICE)
     assert job["status"] == "failed"

@@ -41,8 +41,8 @@ class Delivery:
         headers = {"Content-Type": "application/json", "User-Agent": "enhancer-jobs"}
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = sign(self.body, self.secret)
-        request = urllib.request.Request(self.url, self.body, headers, method="POST")
         try:
+            request = urllib.request.Request(self.url, self.body, headers, method="POST")
             with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
                 return 200 <= answer.status < 300
         except (urllib.error.URLError, OSError, ValueError) as exc:
