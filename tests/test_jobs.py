@@ -23,10 +23,11 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from sqlalchemy import update
 
 from enhancer import AudioEnhancer
 from enhancer.jobs.runner import JobRunner, RunnerOptions
-from enhancer.jobs.store import FAILED, SUCCEEDED, JobStore, NewJob, new_job_id
+from enhancer.jobs.store import FAILED, SUCCEEDED, JobRecord, JobStore, NewJob, new_job_id
 from tests.audio_builders import float_wav
 from tests.helpers import DENOISER, LiveServer, random_audio
 from tests.test_jobs_support import PeakMemory, Receiver, wait_for_job
@@ -377,3 +378,18 @@ def test_a_full_queue_refuses_new_jobs_naming_the_limit(tmp_path):
     assert refused.value.status_code == 503
     assert "the limit JOBS_MAX_QUEUED" in refused.value.detail
     _check_room(store, Settings(JOBS_MAX_QUEUED=2), request)  # room for one more
+
+
+def test_jobs_ended_longer_ago_than_the_retention_are_deleted_with_their_files(tmp_path):
+    store = JobStore(tmp_path)
+    old, recent, waiting = _queued(store), _queued(store), _queued(store)
+    for job_id in (old, recent):
+        assert store.claim("runner-1", lease_s=60).id == job_id
+        assert store.finish(job_id, "runner-1", SUCCEEDED, disk_bytes=800)
+    with store.engine.begin() as connection:  # as if it had ended two hours ago
+        connection.execute(update(JobRecord).where(JobRecord.id == old).values(
+            finished_at=time.time() - 7200))
+    assert store.expire(retention_s=3600) == [old]
+    assert store.get(old) is None and not (store.files / old).exists()
+    assert store.get(recent).status == SUCCEEDED and (store.files / recent).exists()
+    assert store.get(waiting).status == "queued"  # never expires before it ends
