@@ -214,6 +214,17 @@ def test_api_key_is_required_when_set():
         assert guarded.get("/health").status_code == 200  # only /enhance is guarded
 
 
+def test_any_of_the_named_keys_opens_enhance_and_metrics():
+    with app_with(API_KEY="s3cret", API_KEYS="alice:key-of-alice,bob:key-of-bob") as guarded:
+        for key, status in (("key-of-alice", 200), ("key-of-bob", 200), ("s3cret", 200),
+                            ("alice", 401), ("key-of-carol", 401)):
+            response = guarded.post("/enhance", headers={"X-API-Key": key},
+                                    files={"file": ("a.raw", raw(np.ones(4)))},
+                                    data={"sample_rate": "48000"})
+            assert response.status_code == status, key
+            assert guarded.get("/metrics", headers={"X-API-Key": key}).status_code == status
+
+
 def test_health_ready_and_metrics(client):
     assert client.get("/health").json() == {"status": "ok"}
     # Two workers for each model: the passthrough (default) and the shipped denoiser.

@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_error_handlers(app)
     # The key is checked by EnhanceLimits before any body is read; the dependency puts its
     # scheme in the OpenAPI schema, and only when a key is set.
-    guard = [Depends(require_api_key)] if settings.API_KEY else []
+    guard = [Depends(require_api_key)] if settings.api_keys else []
     app.include_router(keyed_router, dependencies=guard)
     app.include_router(router)
     app.include_router(stream_router)

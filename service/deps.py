@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader
 from enhancer.registry import ModelRegistry
 from service.memory import InflightMemory
 from service.metrics import Metrics
-from service.middleware import keys_equal
+from service.middleware import any_key_equal
 from service.settings import Settings
 
 
@@ -37,10 +37,11 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 MemoryDep = Annotated[InflightMemory, Depends(get_memory)]
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="Needed only when the service has API_KEY set.")
+                              description="Needed only when the service has API_KEY or "
+                                          "API_KEYS set.")
 
 
 def require_api_key(settings: SettingsDep,
                     key: Annotated[str | None, Depends(api_key_header)]) -> None:
-    if not keys_equal(key, settings.API_KEY or ""):
+    if not any_key_equal(key, settings.api_keys.values()):
         raise HTTPException(401, "a valid X-API-Key header is required")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
@@ -87,8 +87,8 @@ class EnhanceLimits:
         if scope["type"] != "http" or path not in KEYED_PATHS:
             await self.app(scope, receive, send)
             return
-        key = self.settings.API_KEY
-        if key and not key_matches(scope, key):
+        keys = self.settings.api_keys.values()
+        if keys and not key_matches(scope, keys):
             await JSONResponse({"detail": "a valid X-API-Key header is required"},
                                status_code=401)(scope, receive, send)
             return
@@ -177,18 +177,25 @@ def _problem_response(problem: EnhancerError | HTTPException) -> JSONResponse:
     return JSONResponse({"detail": problem.detail}, status_code=problem.status_code)
 
 
-def key_matches(scope: Scope, expected: str) -> bool:
+def key_matches(scope: Scope, keys: Iterable[str]) -> bool:
     """The key from the ``X-API-Key`` header or, for browsers' WebSockets (which cannot set
-    headers), the ``api_key`` query parameter."""
+    headers), the ``api_key`` query parameter, is one of ``keys``."""
     given = Headers(scope=scope).get("x-api-key")
     if given is None and scope["type"] == "websocket":
         given = QueryParams(scope.get("query_string", b"")).get("api_key")
-    return keys_equal(given, expected)
+    return any_key_equal(given, keys)
 
 
 def keys_equal(given: str | None, expected: str) -> bool:
     """``given`` is the key, compared in constant time."""
     return given is not None and secrets.compare_digest(given.encode(), expected.encode())
+
+
+def any_key_equal(given: str | None, keys: Iterable[str]) -> bool:
+    """``given`` is one of ``keys`` (API_KEY and API_KEYS'), each compared in constant time
+    and all of them compared, so the time does not tell which came close."""
+    matches = [keys_equal(given, key) for key in keys]
+    return any(matches)
 
 
 def _replay(chunks: list[bytes], receive: Receive) -> Receive:

@@ -76,9 +76,10 @@ class Settings(EngineSettings):
     API_KEY: str | None = Field(None, description="when set, /enhance, /enhance/stream and "
                                                   "/metrics need it (header X-API-Key)")
 
-    API_KEYS: str | None = Field(None, description="keys for /jobs, each with a name: "
-                                 "`name:key,name:key` (API_KEY too, named default); a job "
-                                 "belongs to the key that made it")
+    API_KEYS: str | None = Field(None, description="several keys, each with a name: "
+                                 "`name:key,name:key`; any of them (or API_KEY, named "
+                                 "default) opens what API_KEY does, and a job belongs to "
+                                 "the key that made it")
     JOBS_DIR: Path | None = Field(None, description="where jobs' records (SQLite) and files "
                                   "are kept; unset: $XDG_DATA_HOME/enhancer/jobs "
                                   "(~/.local/share/enhancer/jobs)")

@@ -89,7 +89,8 @@ async def enhance_stream(websocket: WebSocket) -> None:
 def _admit(websocket: WebSocket, settings: Settings,
            models: ModelRegistry) -> tuple[StreamParameters, AudioEnhancer]:
     """The key, then the parameters, then the model: the stream's, or why it is refused."""
-    if settings.API_KEY and not key_matches(websocket.scope, settings.API_KEY):
+    keys = settings.api_keys.values()
+    if keys and not key_matches(websocket.scope, keys):
         raise StreamClosed(CloseCode.UNAUTHORIZED,
                            "a valid api_key (query) or X-API-Key header is required")
     params = StreamParameters.from_query(dict(websocket.query_params))

@@ -366,6 +366,15 @@ def test_the_key_and_the_stream_limit_are_enforced(tmp_path):
         assert same_bits(out, audio * np.float32(3))
 
 
+def test_a_named_key_opens_a_stream(tmp_path):
+    with LiveServer(MODELS_DIR=str(tmp_path), API_KEYS="alice:key-of-alice") as server:
+        assert close_of(server, "?sample_rate=48000&api_key=alice")[0] == 4401
+        audio = random_audio(2000, seed=5)
+        out = np.concatenate(list(stream_enhance_sync(ws_url(server), [audio], 48000,
+                                                      api_key="key-of-alice")))
+        assert same_bits(out, audio * np.float32(3))
+
+
 def test_a_worker_killed_mid_stream_ends_only_its_stream_with_a_reason(tmp_path):
     with LiveServer(MODELS_DIR=str(tmp_path), NUM_PROCESSES="1",
                     MIN_BLOCK_DEADLINE_S="60") as server:
