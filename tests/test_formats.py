@@ -276,6 +276,8 @@ def _mp3_cut_in_its_second_frame_header() -> bytes:
     (lambda: b"fLaC\x80\x00\x00\x22" + make_audio("FLAC", "PCM_16", 16000, 1)[8:42],
      "the FLAC data is truncated: the file ends after 42 bytes, right after its header, "
      "before any audio frame"),
+    (lambda: (d := make_audio("FLAC", "PCM_16", 16000, 1))[:d.find(b"\xff\xf8") + 2],
+     "the FLAC data is truncated: its header announces 4800 samples, 0 could be read"),
     (_ogg_without_its_last_page, "the Ogg data is truncated: the file ends after {size} bytes, "
                                  "before its last page (the one marked end-of-stream)"),
     (lambda: b"ID3\x03\x00\x00\x00\x00\x01\x00" + b"\x00" * 20,

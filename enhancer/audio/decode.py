@@ -288,12 +288,12 @@ class AudioReader:
 
     def _check_complete(self) -> None:
         name, count = self.name, self.frames_read
+        if self._declared is not None and count < self._declared:  # none read, too
+            raise InvalidAudio(f"the {name} data is truncated: its header announces "
+                               f"{self._declared} samples, {count} could be read")
         if count == 0:
             raise InvalidAudio("the audio is empty" if self._sound is None
                                else f"the {name} data holds no samples")
-        if self._declared is not None and count < self._declared:
-            raise InvalidAudio(f"the {name} data is truncated: its header announces "
-                               f"{self._declared} samples, {count} could be read")
         if self._at_least is not None and count < self._at_least:
             raise InvalidAudio(f"the MP3 data holds about {self.info.frames} samples per "
                                f"channel, but libsndfile decodes only {count}: it has no "
