@@ -178,7 +178,9 @@ async def ready(models: ModelsDep) -> Readiness | JSONResponse:
 async def metrics(models: ModelsDep, metrics: MetricsDep) -> Response:
     metrics.worker_restarts.set(models.worker_restarts)
     metrics.pool_sessions.set(models.pending_sessions)
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # In a thread: the jobs' figures are read from their database at each scrape.
+    body = await asyncio.to_thread(generate_latest, metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", include_in_schema=False)

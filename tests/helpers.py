@@ -147,8 +147,10 @@ class LiveServer:
                  max_open_files: int | None = None, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A folder of its own for jobs, so no server runs jobs another one left behind.
+        self._jobs = tempfile.TemporaryDirectory(prefix="enhancer-jobs-")
         environment = {**os.environ, "APP_PORT": str(self.port), "NUM_PROCESSES": "2",
-                       "TF_MODEL_PATH": str(PASSTHROUGH), **env}
+                       "TF_MODEL_PATH": str(PASSTHROUGH), "JOBS_DIR": self._jobs.name, **env}
         command = command or [sys.executable, str(ROOT / "main.py")]
         # A file, not a pipe: a server that logs a lot must never block on a full pipe.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
@@ -192,6 +194,7 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+        self._jobs.cleanup()
 
     def __enter__(self) -> LiveServer:
         return self
