@@ -135,6 +135,23 @@ def test_the_reader_returns_audio_or_invalid_audio_for_every_case():
     assert problems == []
 
 
+def test_every_cut_of_a_container_is_called_truncated():
+    from bench.fuzz import cases
+    from enhancer.audio.decode import decode_audio
+    from enhancer.errors import InvalidAudio
+
+    # Under 4 bytes no magic is whole: those are headerless samples.
+    cut = [case for case in cases(SEED) if not case.source.startswith("raw")
+           and case.mutation.startswith(("prefix", "cut")) and len(case.data) >= 4]
+    assert len(cut) > 5000
+    named = []
+    for case in cut:
+        with pytest.raises(InvalidAudio) as error:
+            decode_audio(case.data, case.raw_format, 48000)
+        named.append(" data is truncated" in str(error.value) or f"{case}: {error.value}")
+    assert [n for n in named if n is not True] == []
+
+
 def test_the_api_answers_200_413_415_or_422_to_every_case():
     from fastapi.testclient import TestClient
 
