@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ from enhancer.audio.formats import RAW_FORMATS, check_sample_rate, check_samples
 from enhancer.close_codes import CloseCode
 from enhancer.errors import InvalidAudio
 from enhancer.model.attenuation import MAX_ATTEN_LIM_DB, attenuation_floor
+from service.enhance_request import strict_float, strict_int
 
 MAX_CHANNELS_PER_STREAM = 8
 # The query parameters a stream may have (api_key is checked before the others).
@@ -37,18 +39,19 @@ class StreamParameters:
     atten_lim_db: float | None
 
     @classmethod
-    def from_query(cls, query: dict[str, str]) -> StreamParameters:
-        unknown = sorted(set(query) - KNOWN_PARAMETERS)
-        if unknown:
-            raise StreamClosed(CloseCode.BAD_REQUEST, f"unknown parameter {unknown[0]!r}")
+    def from_query(cls, items: Iterable[tuple[str, str]]) -> StreamParameters:
+        """The parameters from the query's ``(name, value)`` pairs: each known name at most
+        once, numbers in ASCII digits, as ``POST /enhance`` reads them."""
+        query = _once_each(items)
         if "sample_rate" not in query:
             raise StreamClosed(CloseCode.BAD_REQUEST, "sample_rate is required")
         try:
-            rate = check_sample_rate(int(query["sample_rate"]))
-            channels = int(query.get("channels", "1"))
+            rate = check_sample_rate(strict_int(query["sample_rate"]))
+            channels = strict_int(query.get("channels", "1"))
         except (TypeError, ValueError) as exc:
             raise StreamClosed(CloseCode.BAD_REQUEST, str(exc) if "between" in str(exc)
-                               else "sample_rate and channels must be integers") from None
+                               else "sample_rate and channels must be integers in ASCII "
+                                    "digits") from None
         if not 1 <= channels <= MAX_CHANNELS_PER_STREAM:
             raise StreamClosed(CloseCode.BAD_REQUEST, f"channels must be 1 to "
                                                       f"{MAX_CHANNELS_PER_STREAM}, got {channels}")
@@ -84,10 +87,23 @@ class StreamParameters:
         return quantize(samples, scale, np.dtype(dtype).type)[0].tobytes()
 
 
+def _once_each(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The query as a dict, refusing unknown names and names given twice (which would
+    otherwise quietly keep one of the values)."""
+    query: dict[str, str] = {}
+    for name, value in items:
+        if name not in KNOWN_PARAMETERS:
+            raise StreamClosed(CloseCode.BAD_REQUEST, f"unknown parameter {name[:40]!r}")
+        if name in query:
+            raise StreamClosed(CloseCode.BAD_REQUEST, f"parameter {name!r} is given twice")
+        query[name] = value
+    return query
+
+
 def _atten_lim_db(limit: str | None) -> float | None:
     """The strength limit in dB; omitted or empty: none."""
     try:
-        atten_lim_db = float(limit) if limit else None
+        atten_lim_db = strict_float(limit) if limit else None
         attenuation_floor(atten_lim_db)
     except (ValueError, InvalidAudio):
         raise StreamClosed(CloseCode.BAD_REQUEST, f"atten_lim_db must be a number of dB from 0 "

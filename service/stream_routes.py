@@ -93,7 +93,7 @@ def _admit(websocket: WebSocket, settings: Settings,
     if keys and not key_matches(websocket.scope, keys):
         raise StreamClosed(CloseCode.UNAUTHORIZED,
                            "a valid api_key (query) or X-API-Key header is required")
-    params = StreamParameters.from_query(dict(websocket.query_params))
+    params = StreamParameters.from_query(websocket.query_params.multi_items())
     try:
         return params, models.get(params.model)
     except UnknownModel as exc:

@@ -322,6 +322,13 @@ def close_of(server: LiveServer, query: str, messages: tuple[bytes | str, ...] =
     ("?sample_rate=48000&model=nope", (), 4404, "unknown model 'nope'"),
     ("?sample_rate=7999", (), 4400, "sample_rate must be between 8000 and 192000"),
     ("?sample_rate=fast", (), 4400, "sample_rate and channels must be integers"),
+    # Numbers as POST /enhance reads them: ASCII digits only, each parameter once.
+    ("?sample_rate=48_000", (), 4400, "must be integers in ASCII digits"),
+    ("?sample_rate=%2048000%20", (), 4400, "must be integers in ASCII digits"),
+    ("?sample_rate=%D9%A4%D9%A8%D9%A0%D9%A0%D9%A0", (), 4400, "integers in ASCII digits"),
+    ("?sample_rate=48000&channels=%EF%BC%92", (), 4400, "integers in ASCII digits"),
+    ("?sample_rate=48000&sample_rate=16000", (), 4400, "parameter 'sample_rate' is given twice"),
+    ("?sample_rate=48000&atten_lim_db=1_0", (), 4400, "atten_lim_db must be a number of dB"),
     ("", (), 4400, "sample_rate is required"),
     ("?sample_rate=48000&encoding=mp3", (), 4415, "encoding must be one of f32le, s16le"),
     ("?sample_rate=48000&channels=0", (), 4400, "channels must be 1 to 8"),
