@@ -397,7 +397,12 @@ def test_a_worker_killed_mid_stream_ends_only_its_stream_with_a_reason(tmp_path)
         os.kill(worker, signal.SIGSTOP)  # it will hold the stream's chunk
         thread = threading.Thread(target=doomed)
         thread.start()
-        time.sleep(1)
+        # Kill it once it holds the chunk (the only worker takes it at once), not after a
+        # guessed pause: on a busy machine the chunk may take longer than that to arrive.
+        deadline = time.monotonic() + 30
+        while "enhance_pool_sessions 1.0" not in httpx.get(f"{server.url}/metrics").text:
+            assert time.monotonic() < deadline, "the stream's chunk never reached the pool"
+            time.sleep(0.05)
         os.kill(worker, signal.SIGKILL)
         thread.join(30)
         error = result["error"]
