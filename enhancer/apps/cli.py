@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from enhancer.audio.formats import (
     MAX_SAMPLE_RATE,
@@ -81,8 +81,9 @@ def build_parser(prog: str = "enhance") -> argparse.ArgumentParser:
                     "--sample-rate. The output has the input's format, rate, channels and "
                     "length. Files of any length are streamed in blocks, in little memory. "
                     f"Supported: {SUPPORTED_FORMATS_TEXT}.")
-    parser.add_argument("--source-file", required=True, type=Path,
-                        help="audio file, or folder of audio files, to enhance")
+    parser.add_argument("--source-file", type=Path, default=None,
+                        help="audio file, or folder of audio files, to enhance (required "
+                             "but with --job-id)")
     parser.add_argument("--destination-file", required=True, type=Path,
                         help="where to write the result (a folder when the source is one); "
                              "written atomically, never left half-written")
@@ -118,6 +119,16 @@ def build_parser(prog: str = "enhance") -> argparse.ArgumentParser:
                              "(default: as fast as the service takes it)")
     remote.add_argument("--api-key", metavar="KEY", default=None,
                         help="the service's API key, if it has one")
+    remote.add_argument("--job", action="store_true",
+                        help="send the file as a job (POST /jobs), for recordings too long "
+                             "for one request: upload it, show the job's progress, download "
+                             "the result (resuming a broken download). Ctrl-C leaves the "
+                             "job running on the service and says its id")
+    remote.add_argument("--job-id", metavar="ID", default=None,
+                        help="follow a job already sent (after Ctrl-C or a broken download) "
+                             "and download its result; no --source-file needed")
+    remote.add_argument("--cancel-on-interrupt", action="store_true",
+                        help="with --job or --job-id: Ctrl-C cancels the job on the service")
     return parser
 
 
@@ -125,15 +136,17 @@ def run_cli(argv: list[str] | None = None, prog: str = "enhance") -> int:
     """Parse ``argv``, enhance, and return the exit status."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    if args.source_file is None and args.job_id is None:
+        parser.error("the following arguments are required: --source-file")
     try:
         with _signals_unwind():
-            return _run(parser, args)
+            return _run_job(args) if args.job or args.job_id else _run(parser, args)
     except EnhancerError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except Terminated:
         parser.exit(143, f"{parser.prog}: terminated\n")
-    except KeyboardInterrupt:
-        parser.exit(130, f"{parser.prog}: interrupted\n")
+    except KeyboardInterrupt as exc:  # its text, if any, says what was left (a job's id)
+        parser.exit(130, f"{parser.prog}: interrupted{f': {exc}' if str(exc) else ''}\n")
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -181,6 +194,96 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if clipped:
         print(f"warning: {clipped} samples clipped to the integer range", file=sys.stderr)
     return 0
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    """``--job``: upload the file as a job, follow it, download the result; ``--job-id``:
+    follow one already sent. Ctrl-C leaves the job on the service (its id is said, to come
+    back with ``--job-id``) unless ``--cancel-on-interrupt``."""
+    from enhancer.apps import jobs_client
+
+    destination = args.destination_file
+    if not args.server:
+        raise FileProblem("--job and --job-id need --server URL")
+    if not destination.parent.is_dir():
+        raise FileProblem(f"cannot write {destination}: folder {destination.parent} "
+                          f"does not exist")
+    job_id = args.job_id or _upload(args)
+    try:
+        with INTERRUPTS.waiting():  # only waiting on sockets and sleeps: Ctrl-C may raise
+            job = _follow(args, job_id)
+            if job["status"] != "succeeded":
+                raise jobs_client.JobError(f"job {job_id} {job['status']}: "
+                                           f"{job.get('error') or 'no result'}")
+            _download(args, job_id)
+    except KeyboardInterrupt:
+        if args.cancel_on_interrupt:
+            jobs_client.cancel_job(args.server, job_id, args.api_key)
+            raise KeyboardInterrupt(f"job {job_id} cancelled") from None
+        raise KeyboardInterrupt(f"job {job_id} goes on at {args.server}; come back with "
+                                f"--job-id {job_id}") from None
+    return 0
+
+
+def _upload(args: argparse.Namespace) -> str:
+    """Send ``--source-file`` as a job, with a progress bar of its bytes; its id."""
+    from tqdm import tqdm
+
+    from enhancer.apps.jobs_client import submit_job
+
+    source, destination = args.source_file, args.destination_file
+    if not source.is_file():
+        raise FileProblem(f"--job sends one file; {source} is "
+                          f"{'a folder' if source.is_dir() else 'not there'}")
+    if is_same_file(source, destination) and not args.overwrite:
+        raise FileProblem(f"--destination-file is the source itself: {destination}; pass "
+                          f"--overwrite to replace it")
+
+    with tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc="upload",
+              leave=False, disable=None) as bar:
+        def sent(size: int) -> None:
+            INTERRUPTS.check()  # between blocks of the upload
+            bar.update(size)
+
+        job = submit_job(args.server, source, api_key=args.api_key,
+                         sample_rate=args.sample_rate, raw_format=args.format,
+                         model=args.model, atten_lim_db=args.atten_lim_db, on_sent=sent)
+    print(f"job {job['id']} {job['status']}", file=sys.stderr)
+    return str(job["id"])
+
+
+def _follow(args: argparse.Namespace, job_id: str) -> dict[str, Any]:
+    """Wait for the job, its progress and the service's estimate of the time left shown."""
+    from tqdm import tqdm
+
+    from enhancer.apps.jobs_client import job_status, wait_for_job
+
+    job = job_status(args.server, job_id, args.api_key)  # an unknown id: no bar, one line
+    if job["status"] in ("succeeded", "failed", "cancelled"):
+        return job
+    # Shown also when stderr is no terminal: a job may run for hours and a log should say so.
+    with tqdm(total=1.0, desc=f"job {job_id[:8]}", disable=False,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix}") as bar:
+        def update(job: dict[str, Any]) -> None:
+            bar.n = float(job["progress"])
+            eta = job.get("eta_s")
+            bar.set_postfix_str(f"{job['status']}"
+                                + (f", about {float(eta):.0f} s left" if eta else ""))
+
+        return wait_for_job(args.server, job_id, args.api_key, on_update=update)
+
+
+def _download(args: argparse.Namespace, job_id: str) -> None:
+    from tqdm import tqdm
+
+    from enhancer.apps.jobs_client import download_result
+
+    with tqdm(unit="B", unit_scale=True, desc="download", leave=False, disable=None) as bar:
+        def received(have: int, total: int | None) -> None:
+            bar.total, bar.n = total, have
+            bar.refresh()
+
+        download_result(args.server, job_id, args.destination_file, args.api_key, received)
 
 
 def _enhancer(args: argparse.Namespace, model_path: Path, num_processes: int,

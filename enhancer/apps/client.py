@@ -26,6 +26,13 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+# Jobs (``/jobs``), for recordings too long for one request: see enhancer.apps.jobs_client.
+from enhancer.apps.jobs_client import JobError as JobError
+from enhancer.apps.jobs_client import cancel_job as cancel_job
+from enhancer.apps.jobs_client import download_result as download_result
+from enhancer.apps.jobs_client import job_status as job_status
+from enhancer.apps.jobs_client import submit_job as submit_job
+from enhancer.apps.jobs_client import wait_for_job as wait_for_job
 from enhancer.audio.encode import quantize
 from enhancer.audio.formats import RAW_FORMATS
 from enhancer.close_codes import CloseCode
