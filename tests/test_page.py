@@ -462,3 +462,44 @@ def test_swagger_executes_enhance_with_the_form_as_it_opens(server_url, browser)
     """, link.get_attribute("href"))
     assert digest == hashlib.sha256(api_enhance(server_url, sample).content).hexdigest()
     assert not elsewhere(requested_urls(browser), server_url)
+
+
+def test_a_long_file_goes_as_a_job_with_its_progress_and_a_short_one_as_before(
+        browser, tmp_path):
+    """Past the page's threshold (here ?job_seconds=2) a file is sent to POST /jobs, its
+    progress shown from the job, the result played as for /enhance; a shorter one is not."""
+    rng = np.random.default_rng(35)
+    long, short = tmp_path / "long.wav", tmp_path / "short.wav"
+    sf.write(long, rng.uniform(-0.2, 0.2, (3 * 48_000, 2)), 48_000, subtype="PCM_16")
+    sf.write(short, rng.uniform(-0.2, 0.2, 48_000), 48_000, subtype="PCM_16")
+    with LiveServer(NUM_PROCESSES="1", JOBS_DIR=str(tmp_path / "jobs")) as server:
+        browser.get(f"{server.url}/?job_seconds=2")
+        WebDriverWait(browser, 10).until(
+            lambda d: Select(d.find_element(By.ID, "model")).options)
+        browser.execute_script("""
+            window.seen = [];
+            new MutationObserver(() => window.seen.push(
+                document.getElementById("status").textContent)).observe(
+                document.getElementById("status"), {childList: true, characterData: true,
+                                                   subtree: true});""")
+        choose(browser, long)
+        assert enhance(browser) == "done", browser.find_element(By.ID, "error").text
+        seen = browser.execute_script("return window.seen")
+        assert any(re.fullmatch(r"(Queued|Enhancing) as a job… \d+%.*", s) for s in seen), seen
+        status = browser.find_element(By.ID, "status").text
+        assert re.fullmatch(r"Enhanced 0:03 of audio as a job with passthrough_model_lite "
+                            r"in \d+\.\d\d s\.", status), status
+        progress = browser.find_element(By.ID, "job-progress")
+        assert progress.is_displayed() and progress.get_attribute("value") == "1"
+        assert downloaded(browser) == api_enhance(server.url, long).content
+        requested = {urlsplit(u).path for u in requested_urls(browser)}
+        assert "/jobs" in requested and "/enhance" not in requested
+
+        browser.execute_script("performance.clearResourceTimings()")  # the short one's next
+        choose(browser, short)
+        assert enhance(browser) == "done", browser.find_element(By.ID, "error").text
+        assert "as a job" not in browser.find_element(By.ID, "status").text
+        assert not browser.find_element(By.ID, "job-progress").is_displayed()
+        assert downloaded(browser) == api_enhance(server.url, short).content
+        requested = {urlsplit(u).path for u in requested_urls(browser)}
+        assert "/enhance" in requested and "/jobs" not in requested

@@ -290,6 +290,111 @@ async function decode(blob, kind, format, sampleRate) {
   return buffer;
 }
 
+// ------------------------------------------------------------------ long files as jobs
+
+// Files longer than this (seconds of audio) go to POST /jobs: one request would hold the
+// whole file and answer, with no progress, within the service's request timeout.
+function jobSeconds() {
+  const asked = new URLSearchParams(location.search).get("job_seconds");
+  return Number(asked ?? document.body.dataset.jobSeconds ?? 300);
+}
+
+// The duration from the file's header only (an <audio> element reads the metadata, not the
+// samples); headerless samples are mono, so their size says it. null when unknown.
+function durationOf(file, kind, format, sampleRate) {
+  if (kind === null) {
+    return sampleRate ? file.size / ((format === "s16le" ? 2 : 4) * sampleRate) : null;
+  }
+  return new Promise((resolve) => {
+    const audio = new Audio();
+    const url = URL.createObjectURL(file);
+    const done = (seconds) => {
+      clearTimeout(timer);
+      URL.revokeObjectURL(url);
+      audio.removeAttribute("src");
+      resolve(Number.isFinite(seconds) ? seconds : null);
+    };
+    const timer = setTimeout(() => done(null), 5000);
+    audio.preload = "metadata";
+    audio.onloadedmetadata = () => done(audio.duration);
+    audio.onerror = () => done(null);
+    audio.src = url;
+  });
+}
+
+const jobProgress = $("job-progress");
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function showJob(job) {
+  jobProgress.hidden = false;
+  jobProgress.value = job.progress;
+  const left = job.eta_s != null ? ` · about ${formatTime(job.eta_s)} left` : "";
+  const what = job.status === "queued" ? "Queued" : "Enhancing";
+  setState("working", `${what} as a job… ${Math.round(job.progress * 100)}%${left}`);
+}
+
+// The service has no push for jobs: ask every 0.5 s at first, growing to every 5 s, so a
+// short job ends quickly and a long one costs the server little.
+async function followJob(job) {
+  let interval = 500;
+  while (job.status === "queued" || job.status === "running") {
+    showJob(job);
+    await sleep(interval);
+    interval = Math.min(5000, interval * 1.5);
+    const response = await fetch(`/jobs/${job.id}`, { headers: keyHeader() });
+    if (!response.ok) throw new Error(await errorDetail(response));
+    job = await response.json();
+  }
+  showJob(job);
+  if (job.status !== "succeeded") throw new Error(job.error ?? `the job was ${job.status}`);
+  return job;
+}
+
+async function enhanceAsJob(data) {
+  setState("working", "Uploading as a job…");
+  const response = await reach("/jobs", { method: "POST", body: data, headers: keyHeader() });
+  if (!response.ok) throw new Error(await errorDetail(response));
+  const job = await followJob(await response.json());
+  setState("working", "Downloading…");
+  const result = await reach(job.result_url, { headers: keyHeader() });
+  if (!result.ok) throw new Error(await errorDetail(result));
+  const took = (Date.parse(job.finished_at) - Date.parse(job.started_at)) / 1000;
+  return {
+    enhanced: await result.blob(),
+    filename: filenameFrom(result.headers.get("Content-Disposition")),
+    sampleRate: Number(data.get("sample_rate")),
+    summary: `Enhanced ${formatTime(job.audio_seconds)} of audio as a job with `
+      + `${data.get("model")} in ${took.toFixed(2)} s.`,
+  };
+}
+
+// ------------------------------------------------------------------ enhancing in one request
+
+async function reach(url, options) {
+  try {
+    return await fetch(url, options);
+  } catch (error) {
+    throw new Error(`Could not reach the service: ${error.message}`);
+  }
+}
+
+async function enhanceNow(data) {
+  const response = await reach("/enhance", { method: "POST", body: data, headers: keyHeader() });
+  if (!response.ok) throw new Error(await errorDetail(response));
+  const enhanced = await response.blob();
+  const headers = response.headers;
+  const sampleRate = Number(headers.get("X-Sample-Rate"));
+  const seconds = Number(headers.get("X-Sample-Count")) / sampleRate;
+  const took = Number(headers.get("X-Processing-Time")).toFixed(2);
+  return {
+    enhanced,
+    filename: filenameFrom(headers.get("Content-Disposition")),
+    sampleRate,
+    summary: `Enhanced ${formatTime(seconds)} of audio (${headers.get("X-Channels")} `
+      + `channel(s), ${sampleRate} Hz) with ${data.get("model")} in ${took} s.`,
+  };
+}
+
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   if (!selectedFile || document.body.dataset.state === "working") return;
@@ -301,38 +406,34 @@ form.addEventListener("submit", async (event) => {
   context();
   clearError();
   hideResults();
+  jobProgress.hidden = true;
   const started = performance.now();
-  const ticker = setInterval(() => setState("working",
-    `Enhancing… ${formatTime((performance.now() - started) / 1000)}`), 1000);
+  let ticker = null;
   setState("working", "Enhancing…");
   try {
-    let response;
-    try {
-      response = await fetch("/enhance", { method: "POST", body: data, headers: keyHeader() });
-    } catch (error) {
-      throw new Error(`Could not reach the service: ${error.message}`);
+    const seconds = await durationOf(file, kind, data.get("format"),
+      Number(data.get("sample_rate")));
+    let result;
+    if (seconds !== null && seconds > jobSeconds()) {
+      result = await enhanceAsJob(data);
+    } else {
+      ticker = setInterval(() => setState("working",
+        `Enhancing… ${formatTime((performance.now() - started) / 1000)}`), 1000);
+      result = await enhanceNow(data);
     }
-    if (!response.ok) throw new Error(await errorDetail(response));
-    const enhanced = await response.blob();
-    const headers = response.headers;
-    const sampleRate = Number(headers.get("X-Sample-Rate"));
-    const seconds = Number(headers.get("X-Sample-Count")) / sampleRate;
-    setDownload(enhanced, filenameFrom(headers.get("Content-Disposition"))
-      ?? `enhanced_${file.name}`);
+    setDownload(result.enhanced, result.filename ?? `enhanced_${file.name}`);
     clearInterval(ticker);
     setState("working", "Drawing…");
     let buffers;
     try {
-      buffers = await Promise.all([file, enhanced].map(
-        (blob) => decode(blob, kind, data.get("format"), sampleRate)));
+      buffers = await Promise.all([file, result.enhanced].map(
+        (blob) => decode(blob, kind, data.get("format"), result.sampleRate)));
     } catch (error) {
       throw new Error(`The browser could not decode the audio to show it (${error.message}); `
         + "the enhanced file can still be downloaded from the link above.");
     }
     await showResults(...buffers);
-    const took = Number(headers.get("X-Processing-Time")).toFixed(2);
-    setState("done", `Enhanced ${formatTime(seconds)} of audio (${headers.get("X-Channels")} `
-      + `channel(s), ${sampleRate} Hz) with ${data.get("model")} in ${took} s.`);
+    setState("done", result.summary);
   } catch (error) {
     showError(`Could not enhance ${file.name}: ${error.message}`);
   } finally {
