@@ -251,7 +251,7 @@ def check_samples(samples: object, name: str = "raw_data") -> np.ndarray:
     slices = [samples[i:i + rows] for i in range(0, len(samples), rows)]
     # Each slice's extremes, which allocate nothing: a NaN anywhere makes them NaN, and NaN
     # fails the comparison too.
-    if all(-MAX_SAMPLE_MAGNITUDE <= part.min() and part.max() <= MAX_SAMPLE_MAGNITUDE
+    if all(part.min() >= -MAX_SAMPLE_MAGNITUDE and part.max() <= MAX_SAMPLE_MAGNITUDE
            for part in slices if part.size):
         return samples
     bad = sum(part.size - int(np.count_nonzero(np.isfinite(part))) for part in slices)
