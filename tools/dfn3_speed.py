@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from enhancer.model.dfn3 import SAMPLE_RATE, Dfn3, Dfn3StepModel
 from enhancer.paths import PROJECT_DIR
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--separate", type=Path, help="also time the three separate step "
+                        "graphs that python -m tools.dfn3_separate wrote to this folder")
     args = parser.parse_args(argv)
     audio = noisy_speech()[:int(args.seconds * SAMPLE_RATE)]
     model = Dfn3StepModel(PROJECT_DIR / "models" / "deepfilternet3_step.tflite", num_threads=1)
@@ -41,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         "enhancer.model.dfn3: numpy signal path + TFLite step graph": lambda: dfn.process(audio),
         "the TFLite step graph alone (features precomputed)": lambda: step_loop(model, erb, spec),
     }
+    if args.separate:
+        from tools.dfn3_separate import SeparateSteps
+
+        def separate() -> None:
+            steps = SeparateSteps(args.separate)
+            for t in range(erb.shape[0]):
+                steps(erb[t], spec[t])
+
+        methods["three separate TFLite step graphs alone (features precomputed)"] = separate
     try:
         from tools.dfn3_check import onnxruntime_outputs
         from tools.dfn3_export import read_archive
