@@ -142,3 +142,20 @@ def test_skipped_decoders_keep_their_state_and_silence_then_outputs_zeros(model,
     spectra, synthesis = state.spectra.copy(), state.synthesis.copy()
     assert not any(engine.process_frame(silence, state).any() for _ in range(5))
     assert np.array_equal(state.spectra, spectra) and np.array_equal(state.synthesis, synthesis)
+
+
+def test_a_stream_in_chunks_of_any_size_equals_the_file_bit_for_bit(model, noisy):
+    from enhancer.model.dfn3 import Dfn3Stream
+
+    audio = noisy[:3 * 48000]
+    whole = Dfn3(model).enhance(audio)
+    rng = np.random.default_rng(7)
+    stream, parts, at = Dfn3Stream(Dfn3(model)), [], 0
+    while at < len(audio):
+        size = int(rng.choice([1, 7, 479, 480, 481, 4800, 48000]))
+        parts.append(stream.feed(audio[at:at + size]))
+        at += size
+    parts.append(stream.close())
+    streamed = np.concatenate(parts)
+    assert len(streamed) == len(audio)
+    assert streamed.tobytes() == whole.tobytes()

@@ -232,3 +232,38 @@ class Dfn3:
         """The enhanced signal aligned with the input (the 1440-sample delay removed)."""
         audio = np.asarray(audio, F32)
         return self.process(np.concatenate([audio, np.zeros(DELAY, F32)]))[DELAY:]
+
+
+class Dfn3Stream:
+    """A stream through :class:`Dfn3`, in chunks of any size: what it returns, chunk after
+    chunk and then ``close()``, equals ``Dfn3.enhance`` of the whole signal bit for bit (the
+    same hops, the same state; the first 1440 samples of delay dropped, the tail flushed)."""
+
+    def __init__(self, engine: Dfn3) -> None:
+        self.engine, self.state = engine, engine.new_state()
+        self._pending = np.zeros(0, F32)
+        self._to_drop = DELAY
+        self._received = self._sent = 0
+
+    def feed(self, chunk: np.ndarray) -> np.ndarray:
+        chunk = np.asarray(chunk, F32)
+        self._received += len(chunk)
+        return self._run(np.concatenate([self._pending, chunk]))
+
+    def _run(self, samples: np.ndarray) -> np.ndarray:
+        whole = len(samples) // HOP * HOP
+        self._pending = samples[whole:]
+        out = [self.engine.process_frame(samples[i:i + HOP], self.state)
+               for i in range(0, whole, HOP)]
+        result = np.concatenate(out) if out else np.zeros(0, F32)
+        dropped = min(self._to_drop, len(result))
+        self._to_drop -= dropped
+        result = result[dropped:][:self._received - self._sent]
+        self._sent += len(result)
+        return result
+
+    def close(self) -> np.ndarray:
+        """The rest: the look-ahead's and the window's last samples (zeros fed behind)."""
+        tail = np.concatenate([self._pending, np.zeros(DELAY, F32)])
+        tail = np.concatenate([tail, np.zeros(-len(tail) % HOP, F32)])
+        return self._run(tail)
