@@ -67,7 +67,10 @@ class SeparateSteps:
             it = Interpreter(model_path=str(folder / f"{name}.tflite"), num_threads=1)
             it.allocate_tensors()
             self.interpreters[name] = it
-            self.names[name] = it._get_full_signature_list()["serving_default"]
+            runner = it.get_signature_runner("serving_default")
+            self.names[name] = {
+                "inputs": {k: v["index"] for k, v in runner.get_input_details().items()},
+                "outputs": {k: v["index"] for k, v in runner.get_output_details().items()}}
             size = it.get_tensor(self.names[name]["inputs"]["state"]).shape[0]
             self.states[name] = np.zeros(size, np.float32)
 

@@ -114,8 +114,9 @@ class Dfn3StepModel:
             (model_path.parent / "deepfilternet3.json").read_text())
         self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
         self._interpreter.allocate_tensors()
-        names = self._interpreter._get_full_signature_list()["serving_default"]
-        self._in, self._out = names["inputs"], names["outputs"]
+        runner = self._interpreter.get_signature_runner("serving_default")  # names → indices
+        self._in = {k: v["index"] for k, v in runner.get_input_details().items()}
+        self._out = {k: v["index"] for k, v in runner.get_output_details().items()}
         self.state_size = int(self.card["state"]["size"])
         self.decoders = {k: slice(*v) for k, v in self.card["state"]["decoders"].items()}
 
