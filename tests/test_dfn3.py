@@ -91,11 +91,14 @@ def _si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
     return si_sdr(estimate[DELAY:], reference[DELAY:])
 
 
-@pytest.mark.parametrize("atten_lim_db", [100.0, 12.0])
+@pytest.mark.parametrize("atten_lim_db", [100.0, 12.0, 0.001])
 def test_equals_the_reference_runtime_on_noisy_real_speech(libdf, model, noisy, atten_lim_db):
     ours = Dfn3(model, atten_lim_db).process(noisy)
     reference = libdf(atten_lim_db)(noisy)
     assert np.max(np.abs(ours - reference)) < 1e-5
+    if atten_lim_db < 0.01:  # libdf passes the input through, undelayed
+        assert np.array_equal(ours, noisy)
+        return
     assert _si_sdr(ours, reference) >= 60
     assert np.sqrt(np.mean(ours ** 2)) < 0.9 * np.sqrt(np.mean(noisy ** 2))  # it did denoise
 
