@@ -94,11 +94,30 @@ def _openapi_with_served_models(app: FastAPI) -> dict[str, Any]:
         if models is not None and field is not None and "anyOf" in field:
             field.pop("anyOf")
             field.update(type="string", enum=models.names, default=models.default_name)
+    _no_query_defaults_beside_forms(schema)
     if models is not None:
         _served_models_in_queries(schema, models)
     else:
         app.openapi_schema = None  # not started yet: describe without the choices, cache later
     return schema
+
+
+def _no_query_defaults_beside_forms(schema: dict[str, Any]) -> None:
+    """Query parameters of an operation that also takes a multipart form, without their
+    defaults (said in words instead): Swagger UI sends a query parameter that has a default
+    along with the form, and a form upload with query parameters is refused (422)."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            if "multipart/form-data" not in content:
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") != "query":
+                    continue
+                default = parameter.get("schema", {}).pop("default", None)
+                if default is not None:
+                    parameter["description"] = (f"{parameter.get('description', '')} "
+                                                f"Default: `{default}`.").strip()
 
 
 def _served_models_in_queries(schema: dict[str, Any], models: ModelRegistry) -> None:
