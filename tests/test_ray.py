@@ -164,11 +164,19 @@ def _ray_processes(cluster: Cluster) -> list[int]:
     return pids
 
 
+# Serve's own checks of its HTTP proxy, lengthened from 5 and 10 s: on a busy two-core machine
+# a healthy proxy can take longer to answer, and Serve then kills it mid-test.
+PATIENT_SERVE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+                 "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
 @pytest.fixture(scope="module")
 def cluster():
     # Workers import the project (the config's import paths) like `pip install .` would let them.
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved]))
+    patience = {name: os.environ.get(name) for name in PATIENT_SERVE}
+    os.environ.update(PATIENT_SERVE)
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
@@ -182,10 +190,11 @@ def cluster():
         serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+        for name, value in [("PYTHONPATH", saved), *patience.items()]:
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         assert wait_until_gone(seen, timeout=20), "Ray processes outlived the cluster"
 
 
