@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from enhancer import AudioEnhancer
-from tests.helpers import PASSTHROUGH
+from tests.helpers import PASSTHROUGH, free_port
+from tests.test_jobs_support import as_postgres, postgres_bin
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +47,31 @@ def lookback_model(tmp_path_factory) -> Path:
         "stream_step": {"model": "lookback_stream_step.tflite",
                         "state_size": stream_state_size()}}))
     return model
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server of our own on a free loopback port, for the whole run; each test
+    takes a database of its own on it (``tests.test_jobs_support.fresh_database``)."""
+    binaries = postgres_bin()
+    if binaries is None:
+        reason = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must have it (.ci/run installs it)")
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="jobs-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    data, port = folder / "data", free_port()
+    subprocess.run(as_postgres([str(binaries / "initdb"), "-D", str(data), "-A", "trust",
+                                 "-U", "jobs"]), check=True, capture_output=True)
+    subprocess.run(as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-w", "-l",
+                                 str(folder / "log"), "-o",
+                                 f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+                                 "start"]), check=True, capture_output=True)
+    try:
+        yield f"postgresql://jobs@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast",
+                                     "-w", "stop"]), capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

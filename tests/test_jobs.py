@@ -1,6 +1,8 @@
 """Jobs (``/jobs``): a long recording through a real server with flat memory and a resumed
 download; restarts after SIGKILL; two front ends on one store; keys; webhooks; bad input.
 
+Every test that runs a server or a store runs twice: on SQLite (the default) and on a real
+PostgreSQL server (``JOBS_DATABASE_URL``, the ``postgres_url`` fixture), the same code path.
 Servers serve the ×3 passthrough (exact: the result is 3 × the input, as
 ``AudioEnhancer.enhance`` gives). The long-recording test uses 5 minutes of 48 kHz audio
 here; ``JOBS_TEST_MINUTES=120`` (``make bench-jobs``) runs it on the issue's two hours.
@@ -17,6 +19,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +33,7 @@ from enhancer.jobs.runner import JobRunner, RunnerOptions
 from enhancer.jobs.store import FAILED, SUCCEEDED, JobRecord, JobStore, NewJob, new_job_id
 from tests.audio_builders import float_wav
 from tests.helpers import DENOISER, LiveServer, random_audio
-from tests.test_jobs_support import PeakMemory, Receiver, wait_for_job
+from tests.test_jobs_support import PeakMemory, Receiver, fresh_database, wait_for_job
 
 RATE = 48_000
 MINUTES = float(os.environ.get("JOBS_TEST_MINUTES", "5"))
@@ -38,15 +41,41 @@ BLOCK_S = 60  # the long test's audio is written and checked a minute at a time
 ALICE, BOB = {"X-API-Key": "key-of-alice"}, {"X-API-Key": "key-of-bob"}
 
 
+# The PostgreSQL server the module's current run uses (None: SQLite), and the database each
+# jobs folder got on it, so a restarted server finds its jobs again.
+_postgres: dict[str, str | None] = {"url": None}
+_databases: dict[Path, str] = {}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request) -> Iterator[str]:
+    """Each database in turn, for every test that uses it (through ``_server``, ``keyed`` or
+    ``store_url``)."""
+    if request.param == "postgresql":
+        _postgres["url"] = request.getfixturevalue("postgres_url")
+    yield request.param
+    _postgres["url"] = None
+
+
+@pytest.fixture
+def store_url(database, tmp_path) -> str | None:
+    """A store of this test's own: None for SQLite under its folder, else a new database."""
+    return None if _postgres["url"] is None else fresh_database(_postgres["url"])
+
+
 def _server(jobs: Path, **env: str) -> LiveServer:
-    """A server with one model (a quick start) and one worker."""
+    """A server with one model (a quick start) and one worker, on the current database."""
     empty = jobs.parent / "no-more-models"
     empty.mkdir(exist_ok=True)
+    if _postgres["url"] is not None:
+        if jobs not in _databases:
+            _databases[jobs] = fresh_database(_postgres["url"])
+        env = {"JOBS_DATABASE_URL": _databases[jobs], **env}
     return LiveServer(JOBS_DIR=str(jobs), NUM_PROCESSES="1", MODELS_DIR=str(empty), **env)
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory) -> LiveServer:
+def keyed(database, tmp_path_factory) -> LiveServer:
     """One server for the tests that need no restart: two keys, 3 MB of disk for jobs."""
     folder = tmp_path_factory.mktemp("keyed")
     with _server(folder / "jobs", API_KEYS="alice:key-of-alice,bob:key-of-bob",
@@ -96,6 +125,7 @@ def _download_in_two(url: str, path: Path) -> None:
     assert path.stat().st_size == size
 
 
+@pytest.mark.usefixtures("database")
 def test_a_long_recording_runs_in_flat_memory_and_resumes_its_download(tmp_path):
     source = tmp_path / "long.wav"
     frames = _write_long_wav(source, MINUTES * 60)
@@ -129,6 +159,7 @@ def _post_raw(url: str, samples: np.ndarray, headers: dict[str, str] | None = No
                       headers={"Content-Type": "application/octet-stream", **(headers or {})})
 
 
+@pytest.mark.usefixtures("database")
 def test_a_job_killed_while_running_succeeds_after_a_restart(tmp_path):
     audio = random_audio(45 * RATE, seed=7).astype(np.float32)  # two blocks
     jobs = tmp_path / "jobs"
@@ -144,7 +175,9 @@ def test_a_job_killed_while_running_succeeds_after_a_restart(tmp_path):
         server.process.wait()
     finally:
         server.stop()
-    assert JobStore(jobs).get(job_id).status == "running"  # as the kill left it
+    left = JobStore(jobs, _databases.get(jobs))
+    assert left.get(job_id).status == "running"  # as the kill left it
+    left.close()
     with _server(jobs, TF_MODEL_PATH=str(DENOISER)) as again:
         job, progress = wait_for_job(again.url, job_id, timeout=300)
         assert job["status"] == "succeeded", job
@@ -155,6 +188,7 @@ def test_a_job_killed_while_running_succeeds_after_a_restart(tmp_path):
         assert np.array_equal(got, reference.enhance(audio, RATE))
 
 
+@pytest.mark.usefixtures("database")
 def test_a_server_killed_during_an_upload_leaves_no_job_and_the_retry_works(tmp_path):
     jobs = tmp_path / "jobs"
     audio = random_audio(RATE, seed=8).astype(np.float32)
@@ -196,6 +230,7 @@ def test_a_server_killed_during_an_upload_leaves_no_job_and_the_retry_works(tmp_
         assert len(httpx.get(f"{again.url}/jobs", timeout=30).json()["jobs"]) == 1
 
 
+@pytest.mark.usefixtures("database")
 def test_two_front_ends_on_one_store_run_each_job_exactly_once(tmp_path):
     jobs = tmp_path / "jobs"
     count = 8
@@ -207,7 +242,7 @@ def test_two_front_ends_on_one_store_run_each_job_exactly_once(tmp_path):
             job, _ = wait_for_job((b, a)[i % 2].url, job_id)  # either front end sees it
             got = httpx.get(f"{a.url}{job['result_url']}", timeout=30).content
             assert np.array_equal(np.frombuffer(got, "<f4"), 3 * audios[i])
-    store = JobStore(jobs)
+    store = JobStore(jobs, _databases.get(jobs))
     records = [store.get(job_id) for job_id in ids]
     assert [r.runs for r in records] == [1] * count  # claimed once each
     assert all(r.status == SUCCEEDED for r in records)
@@ -299,8 +334,8 @@ def test_a_full_disk_budget_refuses_new_jobs_and_keeps_the_accepted_one(keyed):
     assert _post_raw(keyed.url, audio, ALICE).status_code == 202  # room again
 
 
-def test_a_job_whose_input_is_missing_fails_with_the_reason(tmp_path, inline):
-    store = JobStore(tmp_path)
+def test_a_job_whose_input_is_missing_fails_with_the_reason(tmp_path, store_url, inline):
+    store = JobStore(tmp_path, store_url)
     job_id = new_job_id()
     store.staging(job_id)
     store.add(job_id, NewJob(owner="", audio_seconds=1.0, disk_bytes=0,
@@ -313,8 +348,8 @@ def test_a_job_whose_input_is_missing_fails_with_the_reason(tmp_path, inline):
     assert (ended.status, ended.error) == (FAILED, "the job's input file is missing")
 
 
-def test_an_upload_left_by_a_killed_server_is_removed_once_old(tmp_path):
-    store = JobStore(tmp_path)
+def test_an_upload_left_by_a_killed_server_is_removed_once_old(tmp_path, store_url):
+    store = JobStore(tmp_path, store_url)
     kept_id, stray_id, fresh_id = new_job_id(), new_job_id(), new_job_id()
     for job_id in (kept_id, stray_id, fresh_id):
         (store.staging(job_id) / "input.tmp").write_bytes(b"half an upload")
@@ -328,8 +363,8 @@ def test_an_upload_left_by_a_killed_server_is_removed_once_old(tmp_path):
     assert sorted(p.name for p in store.files.iterdir()) == sorted([kept_id, fresh_id])
 
 
-def test_a_runner_that_stops_queues_its_job_again_and_another_takes_it(tmp_path, inline):
-    store = JobStore(tmp_path)
+def test_a_runner_that_stops_queues_its_job_again_and_another_takes_it(tmp_path, store_url, inline):
+    store = JobStore(tmp_path, store_url)
     job_id = new_job_id()
     store.staging(job_id)
     store.add(job_id, NewJob(owner="", audio_seconds=1.0, disk_bytes=0,
@@ -351,8 +386,8 @@ def _queued(store: JobStore) -> str:
     return job_id
 
 
-def test_cancelling_a_running_job_stops_its_runner_and_deletes_its_files(tmp_path):
-    store = JobStore(tmp_path)
+def test_cancelling_a_running_job_stops_its_runner_and_deletes_its_files(tmp_path, store_url):
+    store = JobStore(tmp_path, store_url)
     job_id = _queued(store)
     assert store.claim("runner-1", lease_s=60).id == job_id
     cancelled = store.cancel(job_id, owner="")
@@ -362,14 +397,14 @@ def test_cancelling_a_running_job_stops_its_runner_and_deletes_its_files(tmp_pat
     assert store.get(job_id).status == "cancelled" and store.disk_used() == 0
 
 
-def test_a_full_queue_refuses_new_jobs_naming_the_limit(tmp_path):
+def test_a_full_queue_refuses_new_jobs_naming_the_limit(tmp_path, store_url):
     from fastapi import HTTPException
     from starlette.requests import Request
 
     from service.jobs_routes import _check_room
     from service.settings import Settings
 
-    store = JobStore(tmp_path)
+    store = JobStore(tmp_path, store_url)
     _queued(store)
     settings = Settings(JOBS_MAX_QUEUED=1)
     request = Request({"type": "http", "headers": []})
@@ -380,8 +415,8 @@ def test_a_full_queue_refuses_new_jobs_naming_the_limit(tmp_path):
     _check_room(store, Settings(JOBS_MAX_QUEUED=2), request)  # room for one more
 
 
-def test_jobs_ended_longer_ago_than_the_retention_are_deleted_with_their_files(tmp_path):
-    store = JobStore(tmp_path)
+def test_jobs_ended_longer_ago_than_the_retention_are_deleted_with_their_files(tmp_path, store_url):
+    store = JobStore(tmp_path, store_url)
     old, recent, waiting = _queued(store), _queued(store), _queued(store)
     for job_id in (old, recent):
         assert store.claim("runner-1", lease_s=60).id == job_id

@@ -1,6 +1,7 @@
 """Jobs on PostgreSQL (``JOBS_DATABASE_URL``), the same code path as SQLite: a real server
-started here (Debian's ``postgresql``: ``initdb``/``pg_ctl`` in a temporary folder), and the
-atomic claim tested with two processes on both databases.
+(Debian's ``postgresql``: ``initdb``/``pg_ctl`` in a temporary folder, the ``postgres_url``
+fixture of tests/conftest.py), and the atomic claim tested with two processes on both
+databases. tests/test_jobs.py runs its server tests on both databases too.
 
 Where PostgreSQL is not installed these tests skip and say so; under CI (``CI=true``, where
 ``.ci/run`` installs it) they fail instead.
@@ -8,74 +9,19 @@ Where PostgreSQL is not installed these tests skip and say so; under CI (``CI=tr
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 from enhancer.jobs.store import SUCCEEDED, JobStore, NewJob, new_job_id
-from tests.helpers import ROOT, LiveServer, free_port, random_audio
-from tests.test_jobs_support import wait_for_job
+from tests.helpers import ROOT, LiveServer, random_audio
+from tests.test_jobs_support import fresh_database, wait_for_job
 
 RATE = 48_000
-
-
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    """initdb and postgres refuse to run as root: as root, run them as the postgres user."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A PostgreSQL server of our own on a free loopback port, for this module."""
-    binaries = _postgres_bin()
-    if binaries is None:
-        reason = "PostgreSQL is not installed (apt-get install postgresql)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must have it (.ci/run installs it)")
-        pytest.skip(reason)
-    folder = Path(tempfile.mkdtemp(prefix="jobs-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-    data, port = folder / "data", free_port()
-    subprocess.run(_as_postgres([str(binaries / "initdb"), "-D", str(data), "-A", "trust",
-                                 "-U", "jobs"]), check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-w", "-l",
-                                 str(folder / "log"), "-o",
-                                 f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
-                                 "start"]), check=True, capture_output=True)
-    try:
-        yield f"postgresql://jobs@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(_as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast",
-                                     "-w", "stop"]), capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def fresh_database(server_url: str) -> str:
-    """A new, empty database on the server: each test starts with no jobs."""
-    import psycopg
-
-    name = f"jobs_{new_job_id().lower().replace('-', '_')}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return server_url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

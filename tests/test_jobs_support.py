@@ -3,12 +3,17 @@ receiver, a server's resident memory. No tests here."""
 
 from __future__ import annotations
 
+import glob
 import http.server
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import httpx
+
+from enhancer.jobs.store import new_job_id
 
 ENDED = {"succeeded", "failed", "cancelled"}
 
@@ -101,3 +106,29 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def as_postgres(command: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: as root, run them as the postgres user."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def fresh_database(server_url: str) -> str:
+    """A new, empty database on the server: each test starts with no jobs."""
+    import psycopg
+
+    name = f"jobs_{new_job_id().lower().replace('-', '_')}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name
