@@ -217,7 +217,9 @@ def test_serve_config_deploys_and_the_api_serves_through_serves_proxy(cluster):
                 proxy_location=schema.proxy_location)
     _get_global_client().deploy_apps(schema)
     try:
-        deadline = time.monotonic() + 90
+        # Three applications' replicas start one after another on two CPUs: about 30 s on a
+        # quiet machine, several times that beside a CPU hog.
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             status = serve.status().applications
             if len(status) == 3 and all(a.status == "RUNNING" for a in status.values()):
