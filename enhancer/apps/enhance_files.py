@@ -24,6 +24,7 @@ import numpy as np
 from enhancer.audio.formats import AUDIO_SUFFIXES, AudioInfo, Budget, check_samples
 from enhancer.audio_enhancer import AudioEnhancer
 from enhancer.errors import EnhancerError, InvalidAudio
+from enhancer.model.runner import stderr_silenced
 
 if TYPE_CHECKING:
     from enhancer.apps.client import RemoteEnhancer
@@ -138,15 +139,8 @@ def quiet_decoder(container: str | None = None) -> Iterator[None]:
     if container not in (None, "MP3") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
+    with stderr_silenced():
         yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def open_source(path: Path) -> IO[bytes]:

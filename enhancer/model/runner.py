@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ from enhancer.errors import ModelError
 
 
 @contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """Silence file descriptor 2 while LiteRT prints its XNNPACK INFO line.
+def stderr_silenced() -> Iterator[None]:
+    """Silence file descriptor 2 while C code prints to it (LiteRT's XNNPACK INFO line, or
+    libsndfile's MP3 decoder).
 
-    The line comes from C++ straight to fd 2, so ``sys.stderr`` redirection cannot catch it;
+    The lines go from C straight to fd 2, so ``sys.stderr`` redirection cannot catch them;
     the CLI keeps stderr for messages to the user.
     """
+    sys.stderr.flush()  # what Python wrote before still shows
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as devnull:
@@ -42,7 +45,7 @@ def _load(model_path: Path, num_threads: int, what: str) -> Any:
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        with _stderr_silenced():
+        with stderr_silenced():
             interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
             # The delegate (and its INFO line) is created on the first allocation.
             interpreter.allocate_tensors()
