@@ -354,20 +354,34 @@ def test_a_step_chunk_is_refused_by_a_deployment_without_a_stream_step(client):
         backend.run(Job([chunk]), "no-step").result(timeout=10)
 
 
-def test_killed_replica_fails_only_its_segments_and_the_deployment_recovers(client):
-    backend = backend_of(client, "heavy")
+def _kill_a_replica_under_load(client, backend) -> tuple[int, list, list]:
+    """Kill one replica of ``backend`` while the dispatcher's window is full; every request's
+    answer."""
     victim = backend.worker_pids[0]
     clips = [random_audio(RATE * 2, seed) for seed in range(12)]  # one ~0.1 s segment each
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(post, client, audio, model="heavy") for audio in clips]
-        # Kill it while the dispatcher's window is full: each replica runs one segment and
-        # holds the next (max_ongoing_requests = 2).
+        # Each replica runs one segment and holds the next (max_ongoing_requests = 2).
         wait_for(lambda: backend.in_flight >= backend.state.window, 30, "a full window")
         os.kill(victim, signal.SIGKILL)
         # No request hangs: every one gets an answer.
         responses = [f.result(timeout=60) for f in futures]
+    # Serve replaces the replica, without a restart of the service.
+    wait_for(lambda: backend.is_ready and victim not in backend.worker_pids, 120,
+             "a replacement replica")
+    return victim, clips, responses
 
-    crashed = [r for r in responses if r.status_code != 200]
+
+def test_killed_replica_fails_only_its_segments_and_the_deployment_recovers(client):
+    backend = backend_of(client, "heavy")
+    # A full window is counted in this process: on a loaded machine Serve's router may still
+    # hold every segment (its replica probes time out), and a replica killed then fails
+    # nothing. Another kill, of the replacement, is then tried; one of three must hit work.
+    for kills in range(1, 4):
+        victim, clips, responses = _kill_a_replica_under_load(client, backend)
+        crashed = [r for r in responses if r.status_code != 200]
+        if crashed:
+            break
     # Only the segments the replica had accepted fail (Serve sends the ones it had not
     # accepted yet to the other replica); every other request is served in full.
     assert 1 <= len(crashed) <= 2, [r.status_code for r in responses]
@@ -381,12 +395,9 @@ def test_killed_replica_fails_only_its_segments_and_the_deployment_recovers(clie
             result = np.frombuffer(response.content, "<f4")
             assert result.shape == audio.shape and np.isfinite(result).all()
 
-    # Serve replaces the replica, without a restart of the service.
-    wait_for(lambda: backend.is_ready and victim not in backend.worker_pids, 60,
-             "a replacement replica")
     assert client.get("/ready").json()["workers"] == 6
     metrics = client.get("/metrics").text
-    assert "enhance_worker_restarts 1.0" in metrics, metrics
+    assert f"enhance_worker_restarts {kills}.0" in metrics, metrics
     audio = random_audio(RATE, seed=99)
     assert post(client, audio, model="heavy").status_code == 200
     assert_tripled(post(client, audio), audio)
