@@ -244,8 +244,10 @@ class Job:
         index = bisect.bisect_right(self.offsets, first) - 1
         channel = self.channels[index]
         local = first - self.offsets[index]
+        if channel.state is not None:  # its state goes through it in one piece, at any priority
+            return channel, local, channel.num_frames - local
         grid = channel.framing.grid
-        if grid and channel.state is None:
+        if grid:
             assert local % grid == 0, f"a segment of a model on a grid starts at {local}"
             max_count = whole_cells(max_count, grid)
         return channel, local, min(max_count, channel.num_frames - local)
