@@ -75,6 +75,10 @@ def test_card_rate_is_the_models_rate(tmp_path):
     ({"sample_rate": 48000, "grid_frames": -1}, "'grid_frames' must be 0-4096, got -1"),
     ({"sample_rate": 48000, "grid_frames": 192},
      "a model with 'grid_frames' needs a 'stream_step'"),
+    ({"sample_rate": 48000, "chained": True}, "a 'chained' model needs a 'stream_step'"),
+    ({"sample_rate": 48000, "chained": "yes"}, "'chained' must be true or false, got 'yes'"),
+    ({"sample_rate": 48000, "latency_samples": -1},
+     "'latency_samples' must be 0-65536, got -1"),
 ])
 def test_bad_cards_are_refused_naming_card_and_field(tmp_path, card, message):
     model = tmp_path / "m.tflite"

@@ -6,7 +6,10 @@ configured rate on consecutive frames. A model with look-back may name a *stream
 (``stream_step``: its file and the size of its state), which streams run one chunk at a time,
 their state in and out of each call, instead of sending the look-back's frames again. A
 recurrent model that starts its state afresh on a grid of cells (``grid_frames``) has every
-file segment start on that grid, and needs a stream step.
+file segment start on that grid, and needs a stream step. A model whose state must run
+through a whole file (``chained``: DeepFilterNet3's) runs files, too, as a chain of stream
+steps, one worker a channel at a time; ``latency_samples`` is the delay its output has, which
+the pipeline removes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -36,6 +40,7 @@ from enhancer.model.framing import Framing
 MAX_CONTEXT_FRAMES = 1024
 MAX_GRID_FRAMES = 4096
 MAX_STATE_SIZE = 1 << 20
+MAX_LATENCY_SAMPLES = 1 << 16
 
 # A stream step's two fields each have one rule, said whatever is wrong (missing, wrong type
 # or out of range).
@@ -89,6 +94,10 @@ class ModelCard(BaseModel):
     # Files are cut on a grid of cells this many frames long (0: anywhere): a recurrent model
     # starts each cell from a zero state, so its output depends on where a block starts.
     grid_frames: Annotated[StrictInt, _within(0, MAX_GRID_FRAMES)] = 0
+    # Files run as one chain of stream steps: the state never restarts (needs a stream step).
+    chained: StrictBool = False
+    # Output sample n is input sample n - latency_samples (at the model's rate).
+    latency_samples: Annotated[StrictInt, _within(0, MAX_LATENCY_SAMPLES)] = 0
     name: StrictStr
     frame_length: StrictInt | None = None  # None: read from the model only
     description: StrictStr = ""
@@ -114,6 +123,9 @@ class ModelCard(BaseModel):
             # A stream's chunks do not start on the grid: only a stream step can match the cells.
             raise PydanticCustomError("card_grid_without_step",
                                       "a model with 'grid_frames' needs a 'stream_step'")
+        if self.chained and self.stream_step is None:
+            raise PydanticCustomError("card_chain_without_step",
+                                      "a 'chained' model needs a 'stream_step'")
         return self
 
     @property
@@ -184,6 +196,8 @@ def _refusal(error: ErrorDetails) -> str:
             return f"'{where}' must be a str, got {value!r}"
         case "model_type":
             return f"'{where}' must be a dict, got {value!r}"
+        case "bool_type":
+            return f"'{where}' must be true or false, got {value!r}"
     return f"'{where}' {error['msg']}"
 
 
