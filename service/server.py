@@ -40,16 +40,16 @@ def check_models(settings: Settings) -> None:
     """Load every model and card the service would serve, so a bad one stops the start with
     one line (``ModelError``) before any worker starts."""
     from enhancer.model.card import card_path_for, framing_for, load_card
-    from enhancer.model.runner import ModelRunner, StreamStepRunner
+    from enhancer.model.runner import load_model_runner, load_step_runner
 
     paths = [settings.model_path, *sorted(
         p for p in settings.models_dir.glob("*.tflite") if card_path_for(p).is_file())]
     for path in paths:
-        runner = ModelRunner(path)
+        runner = load_model_runner(path)
         card = load_card(path, settings.DESIRED_SAMPLE_RATE)
         framing_for(card, runner.frame_length)
         if card.stream_step_path is not None:
-            StreamStepRunner(card.stream_step_path, runner.frame_length, card.stream_state_size)
+            load_step_runner(card.stream_step_path, runner.frame_length, card.stream_state_size)
 
 
 def main() -> None:

@@ -169,3 +169,38 @@ class StreamStepRunner:
         self._interpreter.invoke()
         return (self._interpreter.get_tensor(self._frames_out).reshape(n, self.frame_length),
                 self._interpreter.get_tensor(self._state_out).reshape(self.state_size))
+
+
+def _signature_inputs(model_path: Path) -> set[str]:
+    """The input names of the model's serving signature (none if it has no signature)."""
+    interpreter = _load(model_path, 1, "model")
+    signatures = interpreter.get_signature_list()
+    return set(signatures.get("serving_default", {}).get("inputs", []))
+
+
+def load_model_runner(model_path: str | Path, num_threads: int = 1) -> ModelRunner:
+    """The runner for a model file: a frame model, or DeepFilterNet3's step graph run from a
+    new state each call (:class:`enhancer.model.dfn3.Dfn3FrameRunner`)."""
+    from enhancer.model.dfn3 import Dfn3FrameRunner, Dfn3StepRunner, is_dfn3_step_graph
+
+    model_path = Path(model_path)
+    if is_dfn3_step_graph(_signature_inputs(model_path)):
+        return Dfn3FrameRunner(Dfn3StepRunner(model_path, num_threads))  # type: ignore[return-value]
+    return ModelRunner(model_path, num_threads)
+
+
+def load_step_runner(model_path: str | Path, frame_length: int, state_size: int,
+                     num_threads: int = 1) -> StreamStepRunner:
+    """The runner for a stream step twin: a TFLite step model, or DeepFilterNet3's step graph
+    with libdf's signal path around it (:class:`enhancer.model.dfn3.Dfn3StepRunner`)."""
+    from enhancer.model.dfn3 import Dfn3StepRunner, is_dfn3_step_graph
+
+    model_path = Path(model_path)
+    if not is_dfn3_step_graph(_signature_inputs(model_path)):
+        return StreamStepRunner(model_path, frame_length, state_size, num_threads)
+    step = Dfn3StepRunner(model_path, num_threads)
+    if (step.frame_length, step.state_size) != (frame_length, state_size):
+        raise ModelError(f"stream step model {model_path} runs frames of {step.frame_length} "
+                         f"with a state of {step.state_size} floats, the card says "
+                         f"{frame_length} and {state_size}")
+    return step  # type: ignore[return-value]

@@ -165,12 +165,12 @@ class ModelReplica:
                  state_size: int = 0) -> None:
         import ray
 
-        from enhancer.model.runner import ModelRunner, StreamStepRunner
+        from enhancer.model.runner import load_model_runner, load_step_runner
 
         self._framing = Framing(frame_length, hop_length, window, context)
-        self._runner = _from_bytes(model, lambda path: ModelRunner(path, num_threads))
+        self._runner = _from_bytes(model, lambda path: load_model_runner(path, num_threads))
         self._step = None if stream_step is None else _from_bytes(
-            stream_step, lambda path: StreamStepRunner(path, frame_length, state_size,
+            stream_step, lambda path: load_step_runner(path, frame_length, state_size,
                                                        num_threads))
         self._lock = threading.Lock()
         self._node_id = ray.get_runtime_context().get_node_id()
@@ -228,7 +228,7 @@ def model_app(args: dict[str, Any]) -> Any:
     defaults here.
     """
     from enhancer.model.card import framing_for, load_card
-    from enhancer.model.runner import ModelRunner
+    from enhancer.model.runner import load_model_runner
     from enhancer.paths import PROJECT_DIR, SHIPPED_MODELS_DIR
 
     path = Path(args["model_path"])
@@ -236,7 +236,7 @@ def model_app(args: dict[str, Any]) -> Any:
         path = (PROJECT_DIR / path if (PROJECT_DIR / path).is_file()
                 else SHIPPED_MODELS_DIR / path.name)
     card = load_card(path, int(args.get("sample_rate", 48000)))
-    framing = framing_for(card, ModelRunner(path).frame_length)
+    framing = framing_for(card, load_model_runner(path).frame_length)
     options = RayOptions().deployment_options()
     del options["num_replicas"]  # the config's own num_replicas or autoscaling_config decides
     step = card.stream_step_path.read_bytes() if card.stream_step_path is not None else None
