@@ -1,9 +1,9 @@
 """``AudioEnhancer``: run a TFLite model over audio of any rate and channel count.
 
-The façade validates audio, resamples it to the model's rate, splits each channel into
-frames (:mod:`enhancer.model.framing`), hands the frames to a backend
-(:mod:`enhancer.backends.pool`, :mod:`enhancer.backends.inline` or :mod:`enhancer.backends.ray`),
-then joins the processed frames (overlap-add) and resamples back, on the caller's side.
+The façade validates audio, resamples it to the model's rate, splits each channel into frames
+(:mod:`enhancer.model.framing`), hands them to a backend (:mod:`enhancer.backends.pool`,
+``inline`` or ``ray``; a chained model's through :mod:`enhancer.backends.chain`), then joins
+the processed frames (overlap-add) and resamples back, on the caller's side.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 from enhancer.audio.formats import check_sample_rate, check_samples
 from enhancer.audio.resample import convert_to_required_format, fit_length
 from enhancer.backends.base import Backend, Priority, Progress
+from enhancer.backends.chain import chained
 from enhancer.backends.inline import InlineBackend
 from enhancer.backends.pool.pool import (
     DEFAULT_HEARTBEAT_TIMEOUT_S,
@@ -35,15 +36,14 @@ from enhancer.model.attenuation import attenuation_floor, limit_attenuation
 from enhancer.model.card import ModelCard, framing_for, load_card
 from enhancer.model.framing import Framing
 from enhancer.model.grid import ChannelJob, Job
-from enhancer.model.runner import ModelRunner, StreamStepRunner
+from enhancer.model.runner import ModelRunner, load_model_runner, load_step_runner
 
 if TYPE_CHECKING:
     from enhancer.backends.ray.backend import RayOptions
     from enhancer.stream import EnhancerStream
 
-# The largest segment sent to a worker, in samples at the model's rate (the worker's shared
-# memory holds one): large, so pipe and wake-up costs vanish; a request is cut smaller when
-# that spreads it over every worker.
+# The largest segment sent to a worker, in samples at the model's rate (a worker's shared memory
+# holds one): large, so pipe and wake-up costs vanish; cut smaller to spread over every worker.
 MAX_SEGMENT_SAMPLES = 256 * 1024
 # A model on a grid runs a segment's cells side by side, one row each, and rows share each
 # step's weights: a minute of 48 kHz speech through 2 workers with the recurrent denoiser,
@@ -104,7 +104,7 @@ class AudioEnhancer:
             refuse_start_while_bootstrapping()  # before loading the model, in each worker
         self.model_path = Path(model_path)
         # Loading the model here refuses a bad one before any worker starts.
-        runner = ModelRunner(self.model_path, num_threads)
+        runner = load_model_runner(self.model_path, num_threads)
         self.frame_length = runner.frame_length
         self.card = load_card(self.model_path, model_sample_rate)
         self.framing = framing_for(self.card, self.frame_length)
@@ -113,9 +113,10 @@ class AudioEnhancer:
         self._active_ids: set[str] = set()
         self._ids_lock = threading.Lock()
         self._closed = False
-        self.backend: Backend = _start_backend(
+        self.backend: Backend = chained(_start_backend(
             backend, runner, self.card, self.framing, self.num_processes, num_threads,
-            self.max_segment_frames, min_block_deadline_s, ray_options, heartbeat_timeout_s)
+            self.max_segment_frames, min_block_deadline_s, ray_options, heartbeat_timeout_s),
+            self.card, self.framing, self.max_segment_frames)
 
     def __enter__(self) -> AudioEnhancer:
         return self
@@ -359,8 +360,7 @@ def _start_backend(backend: str, runner: ModelRunner, card: ModelCard, framing: 
                    num_processes: int, num_threads: int, max_segment_frames: int,
                    min_block_deadline_s: float, ray_options: RayOptions | None,
                    heartbeat_timeout_s: float) -> Backend:
-    """Where segments run: Ray Serve replicas (``backend="ray"``), this process
-    (``num_processes=0``, on ``runner``) or a pool of worker processes on this machine."""
+    """Where segments run: Ray Serve replicas, this process (``num_processes=0``) or a pool."""
     if backend == "ray":
         from enhancer.backends.ray.backend import RayOptions, RayServeBackend
 
@@ -370,7 +370,7 @@ def _start_backend(backend: str, runner: ModelRunner, card: ModelCard, framing: 
     if num_processes == 0:
         step = None
         if card.stream_step_path is not None:
-            step = StreamStepRunner(card.stream_step_path, runner.frame_length,
+            step = load_step_runner(card.stream_step_path, runner.frame_length,
                                     card.stream_state_size, num_threads)
         return InlineBackend(runner, framing, max_segment_frames, step)
     seconds_per_frame = measure_speed(runner, min(max_segment_frames, 64), framing.context)

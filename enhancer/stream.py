@@ -101,12 +101,13 @@ class StreamJoiner:
     """Put a stream's chunks back together in order, as the whole-file path joins its
     segments: each chunk is a segment of the stream's frames."""
 
-    def __init__(self, framing: Framing) -> None:
+    def __init__(self, framing: Framing, latency: int = 0) -> None:
         self.framing = framing
         self.ratio = framing.frame_length // framing.hop_length
         self._edges: dict[int, np.ndarray] = {}  # the last frames, by the stream's index
         self._next_frame = 0
-        self._to_skip = framing.frame_length - framing.hop_length  # the lead-in
+        # The lead-in, and the model's own delay (its card's latency_samples).
+        self._to_skip = framing.frame_length - framing.hop_length + latency
         self.samples_out = 0
 
     def push(self, chunk: ChannelJob) -> np.ndarray:
@@ -209,7 +210,10 @@ class EnhancerStream:
         self._piece = max(1, enhancer.max_segment_frames - 1) * enhancer.framing.hop_length
         self._framers = [StreamFramer(enhancer.framing, self.stepped, cells)
                          for _ in range(channels)]
-        self._joiners = [StreamJoiner(enhancer.framing) for _ in range(channels)]
+        # A model whose output lags (DeepFilterNet3's look-ahead) runs that many samples past
+        # the end, and its first ones are dropped, as the whole-file path does.
+        self._latency = enhancer.card.latency_samples
+        self._joiners = [StreamJoiner(enhancer.framing, self._latency) for _ in range(channels)]
         self.samples_in = 0
         self.samples_out = 0
         self._model_samples = 0
@@ -221,8 +225,10 @@ class EnhancerStream:
 
     @property
     def algorithmic_latency_s(self) -> float:
-        """Delay the framing adds: one frame's worth of samples at the model's rate."""
-        return self.enhancer.frame_length / self.enhancer.model_sample_rate
+        """Delay the framing adds (one frame's worth of samples at the model's rate) and the
+        model's own (its look-ahead)."""
+        return ((self.enhancer.frame_length + self._latency)
+                / self.enhancer.model_sample_rate)
 
     async def push(self, chunk: np.ndarray) -> np.ndarray:
         """Take ``[n, channels]`` (or ``[n]`` for mono) float samples; return those ready."""
@@ -256,7 +262,8 @@ class EnhancerStream:
                                      self.sample_rate)
             pad = total - self._model_samples - tail.shape[0]
             tail = np.concatenate([tail, np.zeros((max(0, pad), self.channels), np.float32)])
-        jobs = [f.finish(tail[:, c], total) for c, f in enumerate(self._framers)]
+        jobs = [f.finish(tail[:, c], total + self._latency)
+                for c, f in enumerate(self._framers)]
         return await self._run(jobs, last=True, model_total=total)
 
     async def _run(self, channels: list[ChannelJob], last: bool,
