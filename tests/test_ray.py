@@ -80,6 +80,13 @@ def post(client, audio: np.ndarray, **fields: str):
                        data={"sample_rate": str(RATE), **fields})
 
 
+def dfn3_reference(audio: np.ndarray) -> np.ndarray:
+    """DeepFilterNet3 in this process, one interpreter, the delay removed."""
+    from enhancer.model.dfn3 import Dfn3, Dfn3StepModel
+
+    return Dfn3(Dfn3StepModel(ROOT / "models" / "deepfilternet3_step.tflite")).enhance(audio)
+
+
 def assert_tripled(response, audio: np.ndarray) -> None:
     assert response.status_code == 200, response.text
     assert same_bits(np.frombuffer(response.content, "<f4"), audio * np.float32(3))
@@ -95,8 +102,9 @@ def test_serve_config_passes_rays_schema_and_rayservice_embeds_it():
     schema = ServeDeploySchema.model_validate(config)
     names = [app.name for app in schema.applications]
     # One application per shipped model, named as the backend looks them up, and the API.
-    assert names == [f"{APP_PREFIX}denoiser_48k", f"{APP_PREFIX}passthrough_model_lite", "api"]
-    for app in schema.applications[:2]:
+    assert names == [f"{APP_PREFIX}denoiser_48k", f"{APP_PREFIX}deepfilternet3",
+                     f"{APP_PREFIX}passthrough_model_lite", "api"]
+    for app in schema.applications[:3]:
         assert app.import_path == "enhancer.backends.ray.deployment:model_app"
         assert (ROOT / app.args["model_path"]).is_file()
         assert [d.name for d in app.deployments] == [DEPLOYMENT_NAME]
@@ -217,12 +225,12 @@ def test_serve_config_deploys_and_the_api_serves_through_serves_proxy(cluster):
                 proxy_location=schema.proxy_location)
     _get_global_client().deploy_apps(schema)
     try:
-        # Three applications' replicas start one after another on two CPUs: about 30 s on a
+        # Four applications' replicas start one after another on two CPUs: about 30 s on a
         # quiet machine, several times that beside a CPU hog.
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             status = serve.status().applications
-            if len(status) == 3 and all(a.status == "RUNNING" for a in status.values()):
+            if len(status) == 4 and all(a.status == "RUNNING" for a in status.values()):
                 break
             assert not any(a.status == "DEPLOY_FAILED" for a in status.values()), status
             time.sleep(0.5)
@@ -230,10 +238,14 @@ def test_serve_config_deploys_and_the_api_serves_through_serves_proxy(cluster):
             pytest.fail(f"the config's applications did not start: {serve.status()}")
         audio = random_audio(RATE * 3, seed=1)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            assert client.get("/ready").json()["workers"] == 2
+            assert client.get("/ready").json()["workers"] == 3
             assert_tripled(post(client, audio, model="passthrough_model_lite"), audio)
             assert client.post("/enhance", files={"file": ("a.raw", raw(audio))},
                                data={"sample_rate": str(RATE)}).status_code == 200
+            # DeepFilterNet3's chain of steps through the replicas: the local result exactly.
+            response = post(client, audio, model="deepfilternet3")
+            assert response.status_code == 200, response.text
+            assert same_bits(np.frombuffer(response.content, "<f4"), dfn3_reference(audio))
     finally:
         for name in [app["name"] for app in config["applications"]]:
             serve.delete(name)

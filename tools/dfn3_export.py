@@ -8,9 +8,8 @@ graph: a frame's ERB and complex features and the whole state (the convolutions'
 and the five GRUs' hidden states, one flat vector) in; the ERB mask, the deep-filter
 coefficients, the local SNR and the next state out. Converted from a SavedModel (which keeps
 the output names), builtin ops only, float32. Writes ``models/deepfilternet3_step.tflite`` and
-its card ``models/deepfilternet3.json`` (the card is not named after the .tflite on purpose: the
-service does not serve this model yet), with the largest difference from onnxruntime's
-full-sequence graphs on random and on real features.
+its card ``models/deepfilternet3_step.json`` (which the service reads to serve it), with the
+largest difference from onnxruntime's full-sequence graphs on random and on real features.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import numpy as np
 from enhancer.paths import PROJECT_DIR
 
 MODEL_FILE = PROJECT_DIR / "models" / "deepfilternet3_step.tflite"
-CARD_FILE = PROJECT_DIR / "models" / "deepfilternet3.json"
+CARD_FILE = PROJECT_DIR / "models" / "deepfilternet3_step.json"
 GRAPHS = ("enc", "erb_dec", "df_dec")
 COMMAND = "python -m tools.dfn3_export"
 
