@@ -57,16 +57,18 @@ UPLOAD_REPEATS = 5
 # Stream counts, until the p99 passes 30 ms.
 TRIED = (8, 12, 16, 20, 24, 28, 32, 40, 48, 64, 96, 128, 160, 192, 256, 320)
 MODELS = {"denoiser": DENOISER,
+          "deepfilternet3": ROOT / "models" / "deepfilternet3_step.tflite",
           # Costs the pool next to nothing: what is left is the front end's and the pipe's cost.
           "passthrough": ROOT / "models" / "passthrough_model_lite.tflite"}
 
 
-Framing = tuple[int, int]  # the model's frame and hop, which say when output is due
+# The model's frame, hop and own delay (its look-ahead), which say when output is due.
+Framing = tuple[int, int, int]
 
 
 def framing_of(model: Path) -> Framing:
     card = json.loads(model.with_suffix(".json").read_text())
-    return card["frame_length"], card["hop_length"]
+    return card["frame_length"], card["hop_length"], card.get("latency_samples", 0)
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -80,9 +82,10 @@ def speech(seconds: float) -> np.ndarray:
 
 def ready_after(samples_in: int, framing: Framing) -> int:
     """Output samples a stream can have once ``samples_in`` samples are in, were processing
-    instant: the hops of the frames completed, less the one-frame lead-in."""
-    frame, hop = framing
-    return max(0, (samples_in // hop - frame // hop + 1) * hop)
+    instant: the hops of the frames completed, less the one-frame lead-in and the model's own
+    delay."""
+    frame, hop, delay = framing
+    return max(0, (samples_in // hop - frame // hop + 1) * hop - delay)
 
 
 async def one_stream(url: str, audio: np.ndarray,
@@ -309,7 +312,7 @@ def main() -> None:
     if args.model != "denoiser" and args.out is None:
         parser.error("--model other than the denoiser needs --out (the docs' figures are "
                      "the denoiser's)")
-    frame, hop = framing_of(MODELS[args.model])
+    frame, hop, delay = framing_of(MODELS[args.model])
     rows = run(args.frontends, args.workers, args.clients, args.upload_streams,
                MODELS[args.model])
     table = "| case | p50 | p99 |\n|---|---|---|\n" + "\n".join(rows) + "\n"
@@ -325,7 +328,8 @@ def main() -> None:
         f"48 kHz mono, 10 ms chunks sent in real time, {SECONDS:g} s per stream. Added "
         "latency, measured by the client: from sending a chunk that completes a frame to "
         "receiving the samples that frame makes ready, on top of the framing's own "
-        f"{(frame - hop) / RATE * 1000:.1f}-{frame / RATE * 1000:.1f} ms (p50 and p99 over "
+        f"{(frame - hop + delay) / RATE * 1000:.1f}-{(frame + delay) / RATE * 1000:.1f} ms "
+        "(the model's look-ahead included; p50 and p99 over "
         "the chunks of all streams).\n\n" + table)
     update_for(out)  # the docs page that shows this file, if one does
     print(out.read_text())

