@@ -36,7 +36,7 @@ from enhancer.model.attenuation import attenuation_floor, limit_attenuation
 from enhancer.model.card import ModelCard, framing_for, load_card
 from enhancer.model.framing import Framing
 from enhancer.model.grid import ChannelJob, Job
-from enhancer.model.runner import ModelRunner, load_model_runner, load_step_runner
+from enhancer.model.runner import FrameModel, load_model_runner, load_step_runner
 
 if TYPE_CHECKING:
     from enhancer.backends.ray.backend import RayOptions
@@ -356,7 +356,7 @@ def _segment_limit(max_segment_frames: int | None, framing: Framing) -> int:
     return max_segment_frames
 
 
-def _start_backend(backend: str, runner: ModelRunner, card: ModelCard, framing: Framing,
+def _start_backend(backend: str, runner: FrameModel, card: ModelCard, framing: Framing,
                    num_processes: int, num_threads: int, max_segment_frames: int,
                    min_block_deadline_s: float, ray_options: RayOptions | None,
                    heartbeat_timeout_s: float) -> Backend:

@@ -23,14 +23,14 @@ from enhancer.model.grid import (
     run_stream_step,
     stream_step_refusal,
 )
-from enhancer.model.runner import ModelRunner, StreamStepRunner
+from enhancer.model.runner import FrameModel, StepModel
 
 
 class InlineBackend:
-    """Run every segment in the caller's thread with one :class:`ModelRunner`."""
+    """Run every segment in the caller's thread with one model runner."""
 
-    def __init__(self, runner: ModelRunner, framing: Framing, max_segment_frames: int,
-                 step_runner: StreamStepRunner | None = None) -> None:
+    def __init__(self, runner: FrameModel, framing: Framing, max_segment_frames: int,
+                 step_runner: StepModel | None = None) -> None:
         self._runner = runner
         self._step = step_runner
         self.runs_stream_steps = step_runner is not None

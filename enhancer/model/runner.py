@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,6 +35,23 @@ def stderr_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+class FrameModel(Protocol):
+    """What runs a block of frames: :class:`ModelRunner`, or DeepFilterNet3's frame view."""
+
+    frame_length: int
+
+    def run(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+class StepModel(Protocol):
+    """What runs a stream step: :class:`StreamStepRunner`, or DeepFilterNet3's runner."""
+
+    frame_length: int
+    state_size: int
+
+    def run(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _load(model_path: Path, num_threads: int, what: str) -> Any:
@@ -178,19 +195,19 @@ def _signature_inputs(model_path: Path) -> set[str]:
     return set(signatures.get("serving_default", {}).get("inputs", []))
 
 
-def load_model_runner(model_path: str | Path, num_threads: int = 1) -> ModelRunner:
+def load_model_runner(model_path: str | Path, num_threads: int = 1) -> FrameModel:
     """The runner for a model file: a frame model, or DeepFilterNet3's step graph run from a
     new state each call (:class:`enhancer.model.dfn3.Dfn3FrameRunner`)."""
     from enhancer.model.dfn3 import Dfn3FrameRunner, Dfn3StepRunner, is_dfn3_step_graph
 
     model_path = Path(model_path)
     if is_dfn3_step_graph(_signature_inputs(model_path)):
-        return Dfn3FrameRunner(Dfn3StepRunner(model_path, num_threads))  # type: ignore[return-value]
+        return Dfn3FrameRunner(Dfn3StepRunner(model_path, num_threads))
     return ModelRunner(model_path, num_threads)
 
 
 def load_step_runner(model_path: str | Path, frame_length: int, state_size: int,
-                     num_threads: int = 1) -> StreamStepRunner:
+                     num_threads: int = 1) -> StepModel:
     """The runner for a stream step twin: a TFLite step model, or DeepFilterNet3's step graph
     with libdf's signal path around it (:class:`enhancer.model.dfn3.Dfn3StepRunner`)."""
     from enhancer.model.dfn3 import Dfn3StepRunner, is_dfn3_step_graph
@@ -203,4 +220,4 @@ def load_step_runner(model_path: str | Path, frame_length: int, state_size: int,
         raise ModelError(f"stream step model {model_path} runs frames of {step.frame_length} "
                          f"with a state of {step.state_size} floats, the card says "
                          f"{frame_length} and {state_size}")
-    return step  # type: ignore[return-value]
+    return step

@@ -94,7 +94,7 @@ from enhancer.backends.pool.worker_process import (
 from enhancer.errors import EnhancerClosed, ModelError, PoolBroken
 from enhancer.model.framing import Framing
 from enhancer.model.grid import Job, segment_frames, stream_step_refusal
-from enhancer.model.runner import ModelRunner
+from enhancer.model.runner import FrameModel
 
 __all__ = ["DEFAULT_HEARTBEAT_TIMEOUT_S", "DEFAULT_MIN_BLOCK_DEADLINE_S", "FILE_LANE_NICE",
            "MAX_CHUNKS_PER_TASK", "WorkerPool", "measure_speed",
@@ -112,7 +112,7 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0
 FILE_LANE_NICE = 10
 
 
-def measure_speed(runner: ModelRunner, frames_per_block: int, context: int) -> float:
+def measure_speed(runner: FrameModel, frames_per_block: int, context: int) -> float:
     """Seconds per frame of one block (and its context frames) through the model, after a
     warm-up run: the pool's first guess of the model's speed (``seconds_per_frame``)."""
     block = np.zeros((frames_per_block + context, runner.frame_length), np.float32)

@@ -51,7 +51,7 @@ import numpy as np
 from enhancer.errors import ModelError
 from enhancer.model.framing import Framing
 from enhancer.model.grid import input_length, result_length, run_segment, run_stream_step
-from enhancer.model.runner import ModelRunner, StreamStepRunner, load_model_runner, load_step_runner
+from enhancer.model.runner import FrameModel, StepModel, load_model_runner, load_step_runner
 
 HEADER = struct.Struct("<BQI")
 SEGMENT_COUNTS = "<u4"  # a TASK's payload: the frame count of each of its segments,
@@ -151,7 +151,7 @@ def last_line(remote_traceback: str) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def process_audio(runner: ModelRunner, framing: Framing, samples: np.ndarray, count: int,
+def process_audio(runner: FrameModel, framing: Framing, samples: np.ndarray, count: int,
                   out: np.ndarray) -> None:
     """Run the model on one segment of unprocessed frames, given as ``samples``; write the
     processed frames, windowed and overlap-added (:func:`enhancer.model.grid.run_segment`),
@@ -170,7 +170,7 @@ class SegmentFailed(Exception):
 class StreamSteps:
     """A worker's stream step twin of its model, and the framings its chunks come in."""
 
-    def __init__(self, runner: StreamStepRunner, framing: Framing) -> None:
+    def __init__(self, runner: StepModel, framing: Framing) -> None:
         self.runner = runner
         self.state_size = runner.state_size
         self._framings = {context: framing.with_context(context)
@@ -180,7 +180,7 @@ class StreamSteps:
         return self._framings[context]
 
 
-def process_task(runner: ModelRunner, framing: Framing, samples: np.ndarray,
+def process_task(runner: FrameModel, framing: Framing, samples: np.ndarray,
                  counts: np.ndarray, out: np.ndarray, kinds: np.ndarray | None = None,
                  steps: StreamSteps | None = None) -> None:
     """Run each segment of a task, laid out one after another in ``samples`` and, as
@@ -274,7 +274,7 @@ def worker_main(conn: Connection, model_path: str, num_threads: int, spec: Arena
         arena.close()
 
 
-def _serve(conn: Connection, runner: ModelRunner, spec: ArenaSpec, arena: Any,
+def _serve(conn: Connection, runner: FrameModel, spec: ArenaSpec, arena: Any,
            steps: StreamSteps | None) -> None:
     framing = spec.framing
     samples, out = spec.views(arena.buf)
