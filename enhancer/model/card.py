@@ -126,6 +126,10 @@ class ModelCard(BaseModel):
         if self.chained and self.stream_step is None:
             raise PydanticCustomError("card_chain_without_step",
                                       "a 'chained' model needs a 'stream_step'")
+        if self.chained and (self.window != "none" or self.context_frames or self.grid_frames):
+            raise PydanticCustomError(
+                "card_chain_framing", "a 'chained' model runs consecutive frames: window "
+                "'none', no 'context_frames', no 'grid_frames'")
         return self
 
     @property
