@@ -156,8 +156,11 @@ def test_page_loads_and_requests_only_its_own_origin(server_url, browser):
     models = httpx.get(f"{server_url}/models").json()
     select = Select(browser.find_element(By.ID, "model"))
     assert [o.get_attribute("value") for o in select.options] == [m["name"] for m in models]
-    default = next(m["name"] for m in models if m["default"])
-    assert select.first_selected_option.get_attribute("value") == default
+    default = next(m for m in models if m["default"])
+    assert select.first_selected_option.get_attribute("value") == default["name"]
+    assert browser.find_element(By.ID, "model-info").text.endswith(
+        f"{default['sample_rate'] // 1000} kHz model · {default['latency_ms']:g} ms latency in "
+        "a stream")
     links = {a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "nav a")}
     assert links == {f"{server_url}/docs", f"{server_url}/metrics"}
     assert browser.find_element(By.ID, "live").is_displayed()

@@ -94,8 +94,8 @@ async function loadModels() {
     if (!response.ok) throw new Error(await errorDetail(response));
     for (const model of await response.json()) {
       const option = new Option(model.name, model.name, model.default, model.default);
-      option.dataset.info = [model.description, `${model.sample_rate / 1000} kHz model`]
-        .filter(Boolean).join(" · ");
+      option.dataset.info = [model.description, `${model.sample_rate / 1000} kHz model`,
+        `${model.latency_ms} ms latency in a stream`].filter(Boolean).join(" · ");
       modelSelect.add(option);
     }
     showModelInfo();
