@@ -117,6 +117,23 @@ def test_enhance_removes_the_delay(model, noisy):
     assert np.array_equal(aligned[:len(noisy) - DELAY], raw[DELAY:])
 
 
+@pytest.mark.parametrize("block", [1, 7, 40, 546])
+def test_blocks_of_hops_equal_hop_by_hop_bit_for_bit(model, noisy, block):
+    """process_block does the signal path for a block at once, except where a frame could be
+    silent: digital silence in the middle sends that block hop by hop."""
+    audio = noisy[:3 * 48000].copy()
+    audio[48000:48000 + 10 * HOP] = 0
+    frames = audio.reshape(-1, HOP)
+    engine = Dfn3(model)
+    one, many = engine.new_state(), engine.new_state()
+    expected = np.stack([engine.process_frame(f, one) for f in frames])
+    got = np.concatenate([engine.process_block(frames[i:i + block], many)
+                          for i in range(0, len(frames), block)])
+    assert got.tobytes() == expected.tobytes()
+    assert many.net.tobytes() == one.net.tobytes() and many.silent == one.silent
+    assert many.spectra.tobytes() == one.spectra.tobytes()
+
+
 class _LoudModel:
     """The step graph with its local SNR forced above 35 dB, where libdf skips both decoders
     (the real network never reports more than 35 dB, so this is the only way to reach it)."""

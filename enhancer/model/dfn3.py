@@ -154,6 +154,7 @@ class Dfn3:
         self.widths = erb_widths()
         self.starts = np.concatenate([[0], np.cumsum(self.widths)[:-1]])
         self.window = vorbis_window()
+        self._inverse_widths = np.repeat(F32(1) / self.widths.astype(F32), self.widths)
         self.state = self.new_state()
 
     def new_state(self) -> Dfn3State:
@@ -161,14 +162,21 @@ class Dfn3:
 
     def features(self, spec: np.ndarray, state: Dfn3State) -> tuple[np.ndarray, np.ndarray]:
         """ERB features [32] and complex features [2, 96], updating the normalisation states."""
-        a, b = self.alpha, F32(1) - self.alpha
+        return self.normalised(self.erb_db(spec), spec[:NB_DF], state)
+
+    def erb_db(self, spec: np.ndarray) -> np.ndarray:
+        """The ERB band powers in dB of one spectrum ``[481]``, or of each of ``[n, 481]``."""
         power = spec.real * spec.real + spec.imag * spec.imag
-        erb = np.add.reduceat(power * np.repeat(F32(1) / self.widths.astype(F32), self.widths),
-                              self.starts).astype(F32)
-        erb = np.log10(erb + F32(1e-10)) * F32(10)
+        erb = np.add.reduceat(power * self._inverse_widths, self.starts, axis=-1).astype(F32)
+        return np.log10(erb + F32(1e-10)) * F32(10)
+
+    def normalised(self, erb: np.ndarray, low: np.ndarray,
+                   state: Dfn3State) -> tuple[np.ndarray, np.ndarray]:
+        """One frame's features from its ERB powers in dB and its lowest 96 bins, through
+        the exponential mean and unit normalisations (their states updated)."""
+        a, b = self.alpha, F32(1) - self.alpha
         state.mean_norm = erb * b + state.mean_norm * a
         erb = (erb - state.mean_norm) / F32(40)
-        low = spec[:NB_DF]
         state.unit_norm = np.abs(low) * b + state.unit_norm * a
         pairs = low.view(F32).reshape(NB_DF, 2) / np.sqrt(state.unit_norm)[:, None]
         return erb, np.ascontiguousarray(pairs.T)
@@ -227,6 +235,60 @@ class Dfn3:
         if lsnr > MAX_ERB_DB:
             return False, False, False
         return True, False, not lsnr > MAX_DF_DB
+
+    def process_block(self, frames: np.ndarray, state: Dfn3State) -> np.ndarray:
+        """``[n, 480]`` hops in, ``[n, 480]`` out: :meth:`process_frame` on each, bit for bit,
+        with the signal path done for all of them at once where nothing can be silent (no
+        frame's mean square below 1e-7, no attenuation limit); only the features'
+        normalisation and the step graph go frame by frame."""
+        frames = np.asarray(frames, F32)
+        quiet = [np.dot(f, f) / F32(HOP) < SILENT_MEAN_SQUARE for f in frames]  # as one frame
+        if self.limit is not None or not frames.shape[0] or any(quiet):
+            out = np.zeros((frames.shape[0], HOP), F32)
+            for t, frame in enumerate(frames):
+                out[t] = self.process_frame(frame, state)
+            return out
+        n, depth = frames.shape[0], max(DF_ORDER, LOOKAHEAD)
+        signal = np.concatenate([state.analysis, frames.reshape(-1)])
+        windows = np.lib.stride_tricks.sliding_window_view(signal, FFT_SIZE)[::HOP]
+        specs = (np.fft.rfft(windows * self.window, axis=1) * F32(1 / FFT_SIZE)).astype(
+            np.complex64)
+        state.analysis = frames[-1].copy()
+        spectra = np.concatenate([state.spectra, specs])  # spectra[depth + t]: frame t
+        masks = np.empty((n, NB_ERB), F32)
+        coefs = np.empty((n, NB_DF, DF_ORDER), np.complex64)
+        gains, staged, deep = np.empty(n, bool), np.empty(n, bool), np.empty(n, bool)
+        erbs = self.erb_db(specs)  # per frame, as features() computes them
+        for t in range(n):
+            erb, cplx = self.normalised(erbs[t], specs[t, :NB_DF], state)
+            lsnr, masks[t], coefs[t], net = self.model(erb, cplx, state.net)
+            gains[t], zeros, deep[t] = self.stages(lsnr)
+            for name, ran in (("erb_dec", gains[t]), ("df_dec", deep[t])):
+                if not ran:  # a skipped decoder's state does not advance
+                    net[self.model.decoders[name]] = state.net[self.model.decoders[name]]
+            state.net = net
+            staged[t] = gains[t] or zeros
+            if not staged[t]:
+                masks[t] = 1  # neither stage: the frame passes as it is
+            elif not gains[t]:
+                masks[t] = 0
+        # Every frame was loud: the count restarts at each; a frame no stage ran adds one.
+        state.silent = 0 if staged[-1] else 1
+        # Frame t's own spectrum is spectra[depth + t]; its output is frame t − 2's.
+        noisy = spectra[depth - LOOKAHEAD:depth - LOOKAHEAD + n]
+        enhanced = noisy * np.repeat(masks, self.widths, axis=1)
+        low = np.zeros((n, NB_DF), np.complex64)
+        for k in range(DF_ORDER):  # frames t − 4 … t, in process_frame's order
+            low += spectra[depth - DF_ORDER + 1 + k:depth - DF_ORDER + 1 + k + n, :NB_DF] \
+                * coefs[:, :, k]
+        enhanced[deep, :NB_DF] = low[deep]
+        state.spectra = spectra[-depth:].copy()
+        x = np.fft.irfft(enhanced, FFT_SIZE, axis=1, norm="forward").astype(F32) * self.window
+        out = x[:, :HOP].copy()
+        out[0] += state.synthesis
+        out[1:] += x[:-1, HOP:]
+        state.synthesis = x[-1, HOP:].copy()
+        return out
 
     def process(self, audio: np.ndarray, state: Dfn3State | None = None) -> np.ndarray:
         """Whole hops in, as many out (a partial last hop is padded with zeros)."""
@@ -337,9 +399,7 @@ class Dfn3StepRunner:
     def run(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``frames`` from ``state``: the frames out and the packed state after them."""
         current = self.unpack(state)
-        out = np.empty((frames.shape[0], HOP), F32)
-        for i, frame in enumerate(frames):
-            out[i] = self.engine.process_frame(frame, current)
+        out = self.engine.process_block(frames, current)
         return out, self.pack(current)
 
     def run_fresh(self, frames: np.ndarray) -> np.ndarray:
