@@ -36,7 +36,8 @@ from enhancer.model.attenuation import attenuation_floor, limit_attenuation
 from enhancer.model.card import ModelCard, framing_for, load_card
 from enhancer.model.framing import Framing
 from enhancer.model.grid import ChannelJob, Job
-from enhancer.model.runner import FrameModel, load_model_runner, load_step_runner
+from enhancer.model.loading import load_model_runner, load_step_runner
+from enhancer.model.runner import FrameModel
 
 if TYPE_CHECKING:
     from enhancer.backends.ray.backend import RayOptions

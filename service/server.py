@@ -40,7 +40,7 @@ def check_models(settings: Settings) -> None:
     """Load every model and card the service would serve, so a bad one stops the start with
     one line (``ModelError``) before any worker starts."""
     from enhancer.model.card import card_path_for, framing_for, load_card
-    from enhancer.model.runner import load_model_runner, load_step_runner
+    from enhancer.model.loading import load_model_runner, load_step_runner
 
     paths = [settings.model_path, *sorted(
         p for p in settings.models_dir.glob("*.tflite") if card_path_for(p).is_file())]

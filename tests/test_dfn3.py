@@ -17,6 +17,7 @@ import pytest
 
 from enhancer.model import dfn3
 from enhancer.model.dfn3 import DELAY, HOP, Dfn3, Dfn3StepModel
+from enhancer.model.dfn3_runner import packed_state_size
 from tests.helpers import ROOT
 
 MODEL = ROOT / "models" / "deepfilternet3_step.tflite"
@@ -187,7 +188,7 @@ def test_a_stream_in_chunks_of_any_size_equals_the_file_bit_for_bit(model, noisy
 def test_the_cards_decoder_spans_are_the_runtimes():
     card = json.loads(CARD.read_text())
     assert {k: tuple(v) for k, v in card["state"]["decoders"].items()} == dfn3.DECODER_STATE
-    assert card["stream_step"]["state_size"] == dfn3.packed_state_size(card["state"]["size"])
+    assert card["stream_step"]["state_size"] == packed_state_size(card["state"]["size"])
     assert card["chained"] is True and card["latency_samples"] == DELAY
 
 

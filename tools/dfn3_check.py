@@ -24,8 +24,8 @@ from enhancer.model.dfn3 import (
     SAMPLE_RATE,
     Dfn3,
     Dfn3StepModel,
-    packed_state_size,
 )
+from enhancer.model.dfn3_runner import packed_state_size
 from enhancer.paths import PROJECT_DIR
 
 SEED = 33

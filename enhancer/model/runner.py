@@ -54,7 +54,7 @@ class StepModel(Protocol):
     def run(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def _load(model_path: Path, num_threads: int, what: str) -> Any:
+def load_interpreter(model_path: Path, num_threads: int, what: str) -> Any:
     """A LiteRT interpreter of ``model_path``, its tensors allocated; ``ModelError`` naming
     the path when the file is missing or not a model LiteRT can run."""
     if not model_path.is_file():
@@ -90,7 +90,7 @@ class ModelRunner:
 
     def __init__(self, model_path: str | Path, num_threads: int = 1) -> None:
         self.model_path = Path(model_path)
-        self._interpreter = _load(self.model_path, num_threads, "model")
+        self._interpreter = load_interpreter(self.model_path, num_threads, "model")
 
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
@@ -153,7 +153,7 @@ class StreamStepRunner:
                  num_threads: int = 1) -> None:
         self.model_path = Path(model_path)
         self.frame_length, self.state_size = frame_length, state_size
-        self._interpreter = _load(self.model_path, num_threads, "stream step model")
+        self._interpreter = load_interpreter(self.model_path, num_threads, "stream step model")
         # Told apart by rank: frames are [n, frame, 1], the state [1, size].
         inputs = {len(d["shape_signature"]): d for d in self._interpreter.get_input_details()}
         outputs = {len(d["shape_signature"]): d for d in self._interpreter.get_output_details()}
@@ -186,38 +186,3 @@ class StreamStepRunner:
         self._interpreter.invoke()
         return (self._interpreter.get_tensor(self._frames_out).reshape(n, self.frame_length),
                 self._interpreter.get_tensor(self._state_out).reshape(self.state_size))
-
-
-def _signature_inputs(model_path: Path) -> set[str]:
-    """The input names of the model's serving signature (none if it has no signature)."""
-    interpreter = _load(model_path, 1, "model")
-    signatures = interpreter.get_signature_list()
-    return set(signatures.get("serving_default", {}).get("inputs", []))
-
-
-def load_model_runner(model_path: str | Path, num_threads: int = 1) -> FrameModel:
-    """The runner for a model file: a frame model, or DeepFilterNet3's step graph run from a
-    new state each call (:class:`enhancer.model.dfn3.Dfn3FrameRunner`)."""
-    from enhancer.model.dfn3 import Dfn3FrameRunner, Dfn3StepRunner, is_dfn3_step_graph
-
-    model_path = Path(model_path)
-    if is_dfn3_step_graph(_signature_inputs(model_path)):
-        return Dfn3FrameRunner(Dfn3StepRunner(model_path, num_threads))
-    return ModelRunner(model_path, num_threads)
-
-
-def load_step_runner(model_path: str | Path, frame_length: int, state_size: int,
-                     num_threads: int = 1) -> StepModel:
-    """The runner for a stream step twin: a TFLite step model, or DeepFilterNet3's step graph
-    with libdf's signal path around it (:class:`enhancer.model.dfn3.Dfn3StepRunner`)."""
-    from enhancer.model.dfn3 import Dfn3StepRunner, is_dfn3_step_graph
-
-    model_path = Path(model_path)
-    if not is_dfn3_step_graph(_signature_inputs(model_path)):
-        return StreamStepRunner(model_path, frame_length, state_size, num_threads)
-    step = Dfn3StepRunner(model_path, num_threads)
-    if (step.frame_length, step.state_size) != (frame_length, state_size):
-        raise ModelError(f"stream step model {model_path} runs frames of {step.frame_length} "
-                         f"with a state of {step.state_size} floats, the card says "
-                         f"{frame_length} and {state_size}")
-    return step

@@ -51,7 +51,8 @@ import numpy as np
 from enhancer.errors import ModelError
 from enhancer.model.framing import Framing
 from enhancer.model.grid import input_length, result_length, run_segment, run_stream_step
-from enhancer.model.runner import FrameModel, StepModel, load_model_runner, load_step_runner
+from enhancer.model.loading import load_model_runner, load_step_runner
+from enhancer.model.runner import FrameModel, StepModel
 
 HEADER = struct.Struct("<BQI")
 SEGMENT_COUNTS = "<u4"  # a TASK's payload: the frame count of each of its segments,

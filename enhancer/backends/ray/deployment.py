@@ -165,7 +165,7 @@ class ModelReplica:
                  state_size: int = 0) -> None:
         import ray
 
-        from enhancer.model.runner import load_model_runner, load_step_runner
+        from enhancer.model.loading import load_model_runner, load_step_runner
 
         self._framing = Framing(frame_length, hop_length, window, context)
         self._runner = _from_bytes(model, lambda path: load_model_runner(path, num_threads))
@@ -228,7 +228,7 @@ def model_app(args: dict[str, Any]) -> Any:
     defaults here.
     """
     from enhancer.model.card import framing_for, load_card
-    from enhancer.model.runner import load_model_runner
+    from enhancer.model.loading import load_model_runner
     from enhancer.paths import PROJECT_DIR, SHIPPED_MODELS_DIR
 
     path = Path(args["model_path"])
