@@ -288,3 +288,19 @@ def test_ctrl_c_says_the_job_id_or_cancels_the_job(tmp_path, flags, said, asked)
     assert err.replace("\r", "\n").splitlines()[-1] == said.format(url=service.url), err
     assert service.asked[-len(asked):] == asked and "DELETE" not in service.asked[:-1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_inside_a_deferred_stretch_waits_for_its_end():
+    """What keeps Ctrl-C out of a progress bar's drawing: within ``waiting`` a signal raises
+    at once, within ``deferred`` (inside it) only when the stretch ends."""
+    from enhancer.apps.enhance_files import Interrupts
+
+    interrupts, reached = Interrupts(), []
+    with pytest.raises(KeyboardInterrupt), interrupts.waiting():
+        with interrupts.deferred():
+            interrupts.deliver(KeyboardInterrupt())  # as the signal handler does
+            reached.append("the rest of the stretch")
+        reached.append("past the stretch")
+    assert reached == ["the rest of the stretch"]
+    with pytest.raises(KeyboardInterrupt), interrupts.waiting():
+        interrupts.deliver(KeyboardInterrupt())  # no stretch: at once

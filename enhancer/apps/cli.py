@@ -254,36 +254,51 @@ def _upload(args: argparse.Namespace) -> str:
 
 def _follow(args: argparse.Namespace, job_id: str) -> dict[str, Any]:
     """Wait for the job, its progress and the service's estimate of the time left shown."""
-    from tqdm import tqdm
-
     from enhancer.apps.jobs_client import job_status, wait_for_job
 
     job = job_status(args.server, job_id, args.api_key)  # an unknown id: no bar, one line
     if job["status"] in ("succeeded", "failed", "cancelled"):
         return job
     # Shown also when stderr is no terminal: a job may run for hours and a log should say so.
-    with tqdm(total=1.0, desc=f"job {job_id[:8]}", disable=False,
-              bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix}") as bar:
+    with _progress_bar(total=1.0, desc=f"job {job_id[:8]}", disable=False,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}|{postfix}") as bar:
         def update(job: dict[str, Any]) -> None:
-            bar.n = float(job["progress"])
-            eta = job.get("eta_s")
-            bar.set_postfix_str(f"{job['status']}"
-                                + (f", about {float(eta):.0f} s left" if eta else ""))
+            with INTERRUPTS.deferred():
+                bar.n = float(job["progress"])
+                eta = job.get("eta_s")
+                bar.set_postfix_str(f"{job['status']}"
+                                    + (f", about {float(eta):.0f} s left" if eta else ""))
 
         return wait_for_job(args.server, job_id, args.api_key, on_update=update)
 
 
 def _download(args: argparse.Namespace, job_id: str) -> None:
-    from tqdm import tqdm
-
     from enhancer.apps.jobs_client import download_result
 
-    with tqdm(unit="B", unit_scale=True, desc="download", leave=False, disable=None) as bar:
+    with _progress_bar(unit="B", unit_scale=True, desc="download", leave=False,
+                       disable=None) as bar:
         def received(have: int, total: int | None) -> None:
-            bar.total, bar.n = total, have
-            bar.refresh()
+            with INTERRUPTS.deferred():
+                bar.total, bar.n = total, have
+                bar.refresh()
 
         download_result(args.server, job_id, args.destination_file, args.api_key, received)
+
+
+@contextmanager
+def _progress_bar(**options: Any) -> Iterator[Any]:
+    """A tqdm bar made and closed where Ctrl-C cannot cut it (a bar cut in its constructor
+    leaves a traceback printed at exit, after the one line the CLI says); the waits between
+    its updates stay interruptible."""
+    from tqdm import tqdm
+
+    with INTERRUPTS.deferred():
+        bar = tqdm(**options)
+    try:
+        yield bar
+    finally:
+        with INTERRUPTS.deferred():
+            bar.close()
 
 
 def _enhancer(args: argparse.Namespace, model_path: Path, num_processes: int,

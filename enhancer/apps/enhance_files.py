@@ -81,6 +81,17 @@ class Interrupts:
         finally:
             self._waiting -= 1
 
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within a :meth:`waiting` block, a stretch a signal must not cut (a progress bar
+        drawing itself, holding its lock): the signal is raised when it ends."""
+        saved, self._waiting = self._waiting, 0
+        try:
+            yield
+        finally:
+            self._waiting = saved
+        self.check()
+
 
 INTERRUPTS = Interrupts()
 
