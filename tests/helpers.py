@@ -6,6 +6,7 @@ audio (WAV, FLAC, MP3, ...) is built in ``tests/audio_builders.py``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -120,15 +122,19 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT,
                           capture_output=True, text=True, timeout=120, env=env)
 
 
-def _file_limit(count: int | None) -> Callable[[], None] | None:
-    """For ``preexec_fn``: run the child with at most ``count`` open files."""
-    if count is None:
-        return None
+def _child_setup(open_files: int | None) -> Callable[[], None]:
+    """For ``preexec_fn``: the server dies with the test process, even one killed outright
+    (``PR_SET_PDEATHSIG``, asked from the main thread, whose end it follows), and has at most
+    ``open_files`` open files if asked."""
+    from_main_thread = threading.current_thread() is threading.main_thread()
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+    def setup() -> None:
+        if from_main_thread:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
-    return limit
+    return setup
 
 
 def free_port() -> int:
@@ -156,7 +162,7 @@ class LiveServer:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(command, cwd=cwd, env=environment,
                                         stdout=subprocess.DEVNULL, stderr=self.log,
-                                        preexec_fn=_file_limit(max_open_files))
+                                        preexec_fn=_child_setup(max_open_files))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
