@@ -38,6 +38,7 @@ BINS = FFT_SIZE // 2 + 1
 DELAY = FFT_SIZE - HOP + LOOKAHEAD * HOP  # 1440 samples, 30 ms
 MIN_DB, MAX_ERB_DB, MAX_DF_DB = -15.0, 35.0, 35.0  # the C API's stage thresholds
 SILENT_MEAN_SQUARE, SILENT_FRAMES = 1e-7, 5
+BLOCK_FROM = 3  # hops: process_block does fewer one by one (measured: 1 hop 535 against 424 µs)
 # Where each decoder's GRU and convolution states lie in the step graph's state (the export's
 # layout; its card lists them, and a test checks they agree).
 DECODER_STATE = {"erb_dec": (704, 1216), "df_dec": (1216, 26304)}
@@ -240,7 +241,9 @@ class Dfn3:
         normalisation and the step graph go frame by frame."""
         frames = np.asarray(frames, F32)
         quiet = [np.dot(f, f) / F32(HOP) < SILENT_MEAN_SQUARE for f in frames]  # as one frame
-        if self.limit is not None or not frames.shape[0] or any(quiet):
+        # Below BLOCK_FROM hops (a live stream's chunk) the block's set-up costs more than
+        # it saves.
+        if self.limit is not None or frames.shape[0] < BLOCK_FROM or any(quiet):
             out = np.zeros((frames.shape[0], HOP), F32)
             for t, frame in enumerate(frames):
                 out[t] = self.process_frame(frame, state)
