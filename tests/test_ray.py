@@ -108,7 +108,7 @@ def test_serve_config_passes_rays_schema_and_rayservice_embeds_it():
         assert app.import_path == "enhancer.backends.ray.deployment:model_app"
         assert (ROOT / app.args["model_path"]).is_file()
         assert [d.name for d in app.deployments] == [DEPLOYMENT_NAME]
-    assert schema.applications[2].runtime_env["env_vars"]["RAY_DEPLOY"] == "false"
+    assert schema.applications[-1].runtime_env["env_vars"]["RAY_DEPLOY"] == "false"
 
     manifest = yaml.safe_load((DEPLOY / "rayservice.yaml").read_text())
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayService"
