@@ -161,9 +161,8 @@ class AudioEnhancer:
                progress: Progress | None = None) -> Future[np.ndarray]:
         """Queue 1-D ``audio`` at the model's rate; return a future of the model's output.
 
-        The result is float32 with exactly ``len(audio)`` samples. ``progress``, if given, is
-        called with the number of frames just finished, from the collector thread. Float32
-        audio is read in place, not copied: leave it unchanged until the future is done.
+        The result is float32, exactly ``len(audio)`` samples; ``progress`` gets the frames just
+        finished (from the collector thread). Float32 audio is read in place: keep it as is.
         """
         job_future = self._run([self._check_mono(audio)], session_id, progress)
         result: Future[np.ndarray] = Future()

@@ -36,15 +36,10 @@ def _best(method: Callable[[], object], repeats: int) -> float:
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "dfn3_speed.md")
-    parser.add_argument("--separate", type=Path, help="also time the three separate step "
-                        "graphs that python -m tools.dfn3_separate wrote to this folder")
-    args = parser.parse_args(argv)
-    audio = noisy_speech()[:int(args.seconds * SAMPLE_RATE)]
+def one_process_methods(audio: np.ndarray,
+                        separate: Path | None) -> dict[str, Callable[[], object]]:
+    """libdf, the converted model hop by hop and in blocks, the step graph alone, and (where
+    installed) the three separate step graphs and onnxruntime's full-sequence graphs."""
     model = Dfn3StepModel(PROJECT_DIR / "models" / "deepfilternet3_step.tflite", num_threads=1)
     dfn, libdf = Dfn3(model), LibDf()
     erb, spec = real_features(dfn, audio)
@@ -58,15 +53,15 @@ def main(argv: list[str] | None = None) -> int:
                      for block in np.array_split(frames, -(-len(frames) // 546))],
         "the TFLite step graph alone (features precomputed)": lambda: step_loop(model, erb, spec),
     }
-    if args.separate:
+    if separate:
         from tools.dfn3_separate import SeparateSteps
 
-        def separate() -> None:
-            steps = SeparateSteps(args.separate)
+        def run_separate() -> None:
+            steps = SeparateSteps(separate)
             for t in range(erb.shape[0]):
                 steps(erb[t], spec[t])
 
-        methods["three separate TFLite step graphs alone (features precomputed)"] = separate
+        methods["three separate TFLite step graphs alone (features precomputed)"] = run_separate
     try:
         from tools.dfn3_check import onnxruntime_outputs
         from tools.dfn3_export import read_archive
@@ -76,6 +71,19 @@ def main(argv: list[str] | None = None) -> int:
             lambda: onnxruntime_outputs(archive, erb, spec)
     except ImportError as error:
         print(f"onnxruntime left out: {error}")
+    return methods
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "dfn3_speed.md")
+    parser.add_argument("--separate", type=Path, help="also time the three separate step "
+                        "graphs that python -m tools.dfn3_separate wrote to this folder")
+    args = parser.parse_args(argv)
+    audio = noisy_speech()[:int(args.seconds * SAMPLE_RATE)]
+    methods = one_process_methods(audio, args.separate)
     from enhancer.audio_enhancer import AudioEnhancer
 
     with AudioEnhancer(PROJECT_DIR / "models" / "deepfilternet3_step.tflite") as pool:
@@ -88,19 +96,25 @@ def main(argv: list[str] | None = None) -> int:
             for name, method in methods.items():
                 times[name] = min(times[name], _best(method, 1))
     times[list(times)[-1]] /= files
-    reference = times[next(iter(methods))]
     command = " ".join(["python -m tools.dfn3_speed", *(argv or sys.argv[1:])])
-    rows = "\n".join(f"| {name} | {args.seconds / seconds:.1f} | {reference / seconds:.2f} |"
-                     for name, seconds in times.items())
+    write_table(args.out, command, args.seconds, args.repeats, times)
+    return 0
+
+
+def write_table(out: Path, command: str, seconds: float, repeats: int,
+                times: dict[str, float]) -> None:
+    """The table, each method against the first (libdf), into ``out`` and the docs."""
+    reference = next(iter(times.values()))
+    rows = "\n".join(f"| {name} | {seconds / took:.1f} | {reference / took:.2f} |"
+                     for name, took in times.items())
     text = (f"# DeepFilterNet3's speed (`{command}`)\n\n"
             f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}. {args.seconds:g} s of 48 kHz noisy speech, best of "
-            f"{args.repeats}, the methods interleaved; one process and one thread but for the "
+            f"{platform.python_version()}. {seconds:g} s of 48 kHz noisy speech, best of "
+            f"{repeats}, the methods interleaved; one process and one thread but for the "
             f"pool.\n\n| method | × real time | × libdf |\n| --- | --- | --- |\n{rows}\n")
-    args.out.write_text(text)
-    update_for(args.out)
+    out.write_text(text)
+    update_for(out)
     print(text)
-    return 0
 
 
 if __name__ == "__main__":
