@@ -292,13 +292,15 @@ def _progress_bar(**options: Any) -> Iterator[Any]:
     its updates stay interruptible."""
     from tqdm import tqdm
 
-    with INTERRUPTS.deferred():
-        bar = tqdm(**options)
-    try:
+    bar = None
+    try:  # a signal held while the bar was made is raised on the way out of deferred()
+        with INTERRUPTS.deferred():
+            bar = tqdm(**options)
         yield bar
     finally:
-        with INTERRUPTS.deferred():
-            bar.close()
+        if bar is not None:
+            with INTERRUPTS.deferred():
+                bar.close()
 
 
 def _enhancer(args: argparse.Namespace, model_path: Path, num_processes: int,
