@@ -189,8 +189,11 @@ def _free_port() -> int:
 
 
 def _cli(*args: str) -> subprocess.Popen[str]:
+    # A shell's background job ignores SIGINT, children inherit that, and the CLI respects
+    # it (as under nohup): start it as a terminal would, so the Ctrl-C tests hold anywhere.
     return subprocess.Popen([sys.executable, str(ROOT / "enhance_file.py"), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_the_cli_sends_a_job_shows_its_progress_and_writes_the_result(server, source,
