@@ -6,7 +6,6 @@ audio (WAV, FLAC, MP3, ...) is built in ``tests/audio_builders.py``.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import signal
@@ -14,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,19 +120,17 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT,
                           capture_output=True, text=True, timeout=120, env=env)
 
 
-def _child_setup(open_files: int | None) -> Callable[[], None]:
-    """For ``preexec_fn``: the server dies with the test process, even one killed outright
-    (``PR_SET_PDEATHSIG``, asked from the main thread, whose end it follows), and has at most
-    ``open_files`` open files if asked."""
-    from_main_thread = threading.current_thread() is threading.main_thread()
+def _file_limit(count: int | None) -> Callable[[], None] | None:
+    """For ``preexec_fn``: run the child with at most ``count`` open files. Only then: a
+    ``preexec_fn`` makes Popen fork and run Python in the child, which gRPC's fork handlers
+    (Ray's, once a test has imported it) do not survive."""
+    if count is None:
+        return None
 
-    def setup() -> None:
-        if from_main_thread:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if open_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
-    return setup
+    return limit
 
 
 def free_port() -> int:
@@ -162,7 +158,7 @@ class LiveServer:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(command, cwd=cwd, env=environment,
                                         stdout=subprocess.DEVNULL, stderr=self.log,
-                                        preexec_fn=_child_setup(max_open_files))
+                                        preexec_fn=_file_limit(max_open_files))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
