@@ -601,16 +601,23 @@ def test_sigterm_finishes_requests_in_flight_then_leaves_no_process():
     workers = children_of(server.process.pid)
     assert len(workers) >= 2
     result = {}
+    body = raw(random_audio(30 * 16000, seed=3))
+    sending = threading.Event()
+
+    def chunks():
+        yield body[:1024]
+        sending.set()  # the headers and a first piece are out: the request is in flight
+        yield body[1024:]
 
     def request():
         result["response"] = httpx.post(
-            f"{server.url}/enhance",
-            files={"file": ("a.raw", raw(random_audio(30 * 16000, seed=3)))},
-            data={"sample_rate": "16000"}, timeout=60)
+            f"{server.url}/enhance?sample_rate=16000", content=chunks(),
+            headers={"content-type": "application/octet-stream"}, timeout=60)
 
     in_flight = threading.Thread(target=request)
     in_flight.start()
-    time.sleep(0.05)
+    # Waiting a fixed 50 ms sent SIGTERM before the request connected on a loaded machine.
+    assert sending.wait(30)
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     server.process.wait(10)
