@@ -77,9 +77,11 @@ def test_card_rate_is_the_models_rate(tmp_path):
      "a model with 'grid_frames' needs a 'stream_step'"),
     ({"sample_rate": 48000, "chained": True}, "a 'chained' model needs a 'stream_step'"),
     ({"sample_rate": 48000, "chained": "yes"}, "'chained' must be true or false, got 'yes'"),
-    ({"sample_rate": 48000, "chained": True, "context_frames": 2,
+    ({"sample_rate": 48000, "chained": True, "grid_frames": 4,
       "stream_step": {"model": "m.tflite", "state_size": 8}},
-     "a 'chained' model runs consecutive frames: window 'none', no 'context_frames'"),
+     "a 'chained' model has no 'grid_frames': its state never restarts"),
+    ({"sample_rate": 48000, "hop_length": 512, "window": "sqrt-hann",
+      "latency_samples": 480}, "'latency_samples' needs consecutive frames"),
     ({"sample_rate": 48000, "latency_samples": -1},
      "'latency_samples' must be 0-65536, got -1"),
 ])

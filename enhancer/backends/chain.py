@@ -1,19 +1,24 @@
 """Files through a model whose state runs from a file's first frame to its last.
 
-A model card's ``chained`` (DeepFilterNet3's) says the model cannot start afresh anywhere
-inside a file without changing what it outputs there: a cell started on another worker from
-a new state leaves a seam. So a file runs as a stream does, one chain of stream steps per
-channel::
+A model card's ``chained`` (the denoiser's, DeepFilterNet3's) says the model cannot start
+afresh anywhere inside a file without changing what it outputs there: a cell started on
+another worker from a new state leaves a seam. So a file runs as a stream does, one chain of
+stream steps per channel::
 
     file job ── channel 0 ── piece 0 ──state──▶ piece 1 ──state──▶ …   (one at a time)
              └─ channel 1 ── piece 0 ──state──▶ piece 1 ──state──▶ …   (beside it)
 
 Each piece (at most ``piece_frames`` frames) goes to the inner backend, at the job's priority,
 when the state from the piece before it comes back; the channels of a job, and other jobs,
-run side by side on the other workers. The model's output lags its input by ``latency``
-samples: a channel runs that many samples (zeros) past its end, and each piece's output is
-stored that many samples earlier, so the job's result is aligned with its input. A stream's
-chunks (jobs whose channels already carry a state) go to the inner backend as they are.
+run side by side on the other workers. The first piece brings the model's look-back frames
+(silence before the file), as a stream's first chunk does; the state stands for them after
+it. Overlapping frames are joined where pieces meet as segments are
+(:meth:`~enhancer.model.grid.ChannelJob.finish`), so the result is the same, bit for bit,
+however the file is cut. The output of a model with consecutive frames may lag its input by
+``latency`` samples: a channel runs that many samples (zeros) past its end, and each piece's
+output is stored that many samples earlier, so the job's result is aligned with its input. A
+stream's chunks (jobs whose channels already carry a state) go to the inner backend as they
+are.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from enhancer.backends.base import Backend, Priority, Progress, fail, log
 from enhancer.errors import ModelError
 from enhancer.model.card import ModelCard
 from enhancer.model.framing import Framing
-from enhancer.model.grid import ChannelJob, Job
+from enhancer.model.grid import ChannelJob, Job, input_length, interior_slots
 
 
 def chained(backend: Backend, card: ModelCard, framing: Framing,
@@ -48,10 +53,9 @@ class ChainedBackend:
 
     def __init__(self, inner: Backend, framing: Framing, state_size: int, latency: int,
                  piece_frames: int) -> None:
-        if framing.overlapping or framing.context:
-            raise ModelError("a chained model runs consecutive frames without look-back "
-                             f"(frame {framing.frame_length}, hop {framing.hop_length}, "
-                             f"{framing.context} context frames)")
+        if framing.overlapping and latency:
+            raise ModelError(f"a chained model with overlapping frames has no latency, got "
+                             f"{latency} samples")
         self.inner = inner
         self.framing, self.state_size, self.latency = framing, state_size, latency
         self.piece_frames = piece_frames
@@ -104,21 +108,25 @@ class _ChainedJob:
 
     def start(self) -> Future[Job]:
         self.future.add_done_callback(self._cancel_in_flight)
-        hop = self.backend.framing.hop_length
+        framing = self.backend.framing
         for index, channel in enumerate(self.job.channels):
-            total = math.ceil((channel.samples.shape[0] + self.backend.latency) / hop)
+            total = channel.num_frames if framing.overlapping else math.ceil(
+                (channel.samples.shape[0] + self.backend.latency) / framing.hop_length)
             self._advance(index, 0, total, np.zeros(self.backend.state_size, np.float32))
         return self.future
 
     def _advance(self, index: int, first: int, total: int, state: np.ndarray) -> None:
         """Send the channel's pieces from ``first`` on: the next when one is back (in a loop
         while the inner backend answers at once, as the inline one does)."""
-        channel, hop = self.job.channels[index], self.backend.framing.hop_length
+        channel, framing = self.job.channels[index], self.backend.framing
         while True:
             count = min(self.backend.piece_frames, total - first)
-            samples = np.empty(count * hop, np.float32)
-            channel.input_for(first, count, samples)
-            piece = ChannelJob(self.backend.framing, samples, count, offset=0, state=state)
+            # The look-back (silence before the file) only in front of the first piece.
+            piece_framing = framing.with_context(framing.context if first == 0 else 0)
+            samples = np.empty(input_length(piece_framing, count), np.float32)
+            channel.input_for(first, count, samples, piece_framing.context)
+            piece = ChannelJob(piece_framing, samples, count,
+                               offset=-piece_framing.context * framing.hop_length, state=state)
             with self._lock:
                 if self.future.done():
                     return
@@ -150,13 +158,8 @@ class _ChainedJob:
         if error is not None:
             fail(self.future, error)
             return None
-        channel, hop, count = self.job.channels[index], self.backend.framing.hop_length, \
-            piece.num_frames
-        # Piece output sample i is the channel's output sample first·hop + i − latency.
-        start = first * hop - self.backend.latency
-        lo, hi = max(start, 0), min(start + count * hop, channel.slots.shape[0])
-        if hi > lo:
-            channel.slots[lo:hi] = piece.slots[lo - start:hi - start]
+        channel, count = self.job.channels[index], piece.num_frames
+        self._store(channel, first, piece)
         self._report(min(first + count, channel.num_frames) - min(first, channel.num_frames))
         if first + count < total:
             assert piece.state_out is not None
@@ -169,6 +172,24 @@ class _ChainedJob:
             with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
                 self.future.set_result(self.job)
         return None
+
+    def _store(self, channel: ChannelJob, first: int, piece: ChannelJob) -> None:
+        """Put a piece's output in its place among the channel's slots (its edge frames,
+        with overlapping frames, to be joined with the next piece's)."""
+        hop, count = self.backend.framing.hop_length, piece.num_frames
+        if self.backend.framing.overlapping:
+            ratio = channel.ratio
+            inner = interior_slots(count, ratio) * hop
+            at = (first + ratio - 1) * hop
+            channel.slots[at:at + inner] = piece.slots[(ratio - 1) * hop:(ratio - 1) * hop + inner]
+            channel.edges.update({first + local: edge for local, edge in piece.edges.items()})
+            channel.starts.append(first)
+            return
+        # Piece output sample i is the channel's output sample first·hop + i − latency.
+        start = first * hop - self.backend.latency
+        lo, hi = max(start, 0), min(start + count * hop, channel.slots.shape[0])
+        if hi > lo:
+            channel.slots[lo:hi] = piece.slots[lo - start:hi - start]
 
     def _report(self, frames: int) -> None:
         if self.progress is not None and frames:

@@ -7,9 +7,10 @@ configured rate on consecutive frames. A model with look-back may name a *stream
 their state in and out of each call, instead of sending the look-back's frames again. A
 recurrent model that starts its state afresh on a grid of cells (``grid_frames``) has every
 file segment start on that grid, and needs a stream step. A model whose state must run
-through a whole file (``chained``: DeepFilterNet3's) runs files, too, as a chain of stream
-steps, one worker a channel at a time; ``latency_samples`` is the delay its output has, which
-the pipeline removes.
+through a whole file (``chained``: the denoiser's and DeepFilterNet3's) runs files, too, as a
+chain of stream steps, one worker a channel at a time (its look-back frames, if any, only in
+front of the first); ``latency_samples`` is the delay its output has, which the pipeline
+removes.
 """
 
 from __future__ import annotations
@@ -126,10 +127,14 @@ class ModelCard(BaseModel):
         if self.chained and self.stream_step is None:
             raise PydanticCustomError("card_chain_without_step",
                                       "a 'chained' model needs a 'stream_step'")
-        if self.chained and (self.window != "none" or self.context_frames or self.grid_frames):
-            raise PydanticCustomError(
-                "card_chain_framing", "a 'chained' model runs consecutive frames: window "
-                "'none', no 'context_frames', no 'grid_frames'")
+        if self.chained and self.grid_frames:
+            raise PydanticCustomError("card_chain_grid",
+                                      "a 'chained' model has no 'grid_frames': its state "
+                                      "never restarts")
+        if self.latency_samples and self.window != "none":
+            raise PydanticCustomError("card_latency_overlap",
+                                      "'latency_samples' needs consecutive frames (window "
+                                      "'none')")
         return self
 
     @property

@@ -2,7 +2,7 @@
 
 :class:`Dfn3StepRunner` takes 480-sample frames and the whole state (:class:`Dfn3State`,
 packed into one float32 vector) in, gives the frames out and the state after them, as the
-shipped denoiser's stream step twin does; a file is one chain of such steps
+shipped denoiser's step graph does; a file is one chain of such steps
 (:mod:`enhancer.backends.chain`), so its state never restarts and a stream of any chunking
 equals it bit for bit.
 """

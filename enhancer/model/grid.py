@@ -154,12 +154,14 @@ class ChannelJob:
     def ratio(self) -> int:
         return self.framing.frame_length // self.framing.hop_length
 
-    def input_for(self, first: int, count: int, out: np.ndarray) -> int:
+    def input_for(self, first: int, count: int, out: np.ndarray,
+                  context: int | None = None) -> int:
         """Write the samples of frames ``[first, first + count)``, after those of their
-        context frames, into ``out``; return how many (zeros where they fall before or after
-        the audio)."""
-        length = input_length(self.framing, count)
-        start = (first - self.framing.context) * self.framing.hop_length - self.offset
+        context frames (``context``, or the framing's), into ``out``; return how many (zeros
+        where they fall before or after the audio)."""
+        framing = self.framing if context is None else self.framing.with_context(context)
+        length = input_length(framing, count)
+        start = (first - framing.context) * framing.hop_length - self.offset
         lo, hi = max(start, 0), min(start + length, self.samples.shape[0])
         if hi <= lo:
             out[:length] = 0

@@ -138,8 +138,8 @@ class StreamStepRunner:
     model_path : str or Path
         The step's ``.tflite`` file: inputs ``[n, frame_length, 1]`` and ``[1, state_size]``,
         outputs the same, all float32.
-    frame_length, state_size : int
-        What the model card says; the model must agree.
+    frame_length, state_size : int, optional
+        What the model card says; the model must agree. None: what the model has.
     num_threads : int
         Interpreter threads.
 
@@ -149,23 +149,28 @@ class StreamStepRunner:
         The file is missing or unreadable, or its tensors are not as above.
     """
 
-    def __init__(self, model_path: str | Path, frame_length: int, state_size: int,
-                 num_threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, frame_length: int | None = None,
+                 state_size: int | None = None, num_threads: int = 1) -> None:
         self.model_path = Path(model_path)
-        self.frame_length, self.state_size = frame_length, state_size
         self._interpreter = load_interpreter(self.model_path, num_threads, "stream step model")
         # Told apart by rank: frames are [n, frame, 1], the state [1, size].
         inputs = {len(d["shape_signature"]): d for d in self._interpreter.get_input_details()}
         outputs = {len(d["shape_signature"]): d for d in self._interpreter.get_output_details()}
-        expected = {3: [frame_length, 1], 2: [state_size]}
+        # Not given: what the graph has (0 if it has no such input; refused below).
+        if frame_length is None:
+            frame_length = int(inputs[3]["shape_signature"][1]) if 3 in inputs else 0
+        if state_size is None:
+            state_size = int(inputs[2]["shape_signature"][1]) if 2 in inputs else 0
+        self.frame_length, self.state_size = frame_length, state_size
+        expected = {3: [self.frame_length, 1], 2: [self.state_size]}
         for what, details in (("inputs", inputs), ("outputs", outputs)):
             found = {rank: [int(n) for n in d["shape_signature"][1:]]
                      for rank, d in details.items()}
             if found != expected or len(details) != 2 or any(
                     d["dtype"] != np.float32 for d in details.values()):
                 raise ModelError(
-                    f"stream step model {self.model_path} {what} must be [n, {frame_length}, 1] "
-                    f"and [1, {state_size}] float32, found "
+                    f"stream step model {self.model_path} {what} must be [n, "
+                    f"{self.frame_length}, 1] and [1, {self.state_size}] float32, found "
                     f"{[list(d['shape_signature']) for d in details.values()]}")
         self._frames_in, self._state_in = inputs[3]["index"], inputs[2]["index"]
         self._frames_out, self._state_out = outputs[3]["index"], outputs[2]["index"]
@@ -186,3 +191,17 @@ class StreamStepRunner:
         self._interpreter.invoke()
         return (self._interpreter.get_tensor(self._frames_out).reshape(n, self.frame_length),
                 self._interpreter.get_tensor(self._state_out).reshape(self.state_size))
+
+
+class StepFrameRunner:
+    """A stream step graph as the pipeline's frame model (``run(frames)``, each call from a
+    zero state): what a chained model's file gives the pipeline (its frame, and its speed
+    measured), as its files run through the step."""
+
+    def __init__(self, step: StreamStepRunner) -> None:
+        self.step = step
+        self.frame_length = step.frame_length
+        self._zero = np.zeros(step.state_size, np.float32)
+
+    def run(self, frames: np.ndarray) -> np.ndarray:
+        return self.step.run(frames, self._zero)[0]

@@ -51,7 +51,7 @@ import numpy as np
 from enhancer.errors import ModelError
 from enhancer.model.framing import Framing
 from enhancer.model.grid import input_length, result_length, run_segment, run_stream_step
-from enhancer.model.loading import load_model_runner, load_step_runner
+from enhancer.model.loading import load_runners
 from enhancer.model.runner import FrameModel, StepModel
 
 HEADER = struct.Struct("<BQI")
@@ -256,14 +256,12 @@ def worker_main(conn: Connection, model_path: str, num_threads: int, spec: Arena
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        runner = load_model_runner(model_path, num_threads)
+        runner, step = load_runners(model_path, step_model_path, spec.frame_length,
+                                    spec.state_size, num_threads)
         if runner.frame_length != spec.frame_length:
             raise ModelError(f"model {model_path} has frame {runner.frame_length}, the pool "
                              f"expects {spec.frame_length}")
-        steps = None
-        if step_model_path is not None:
-            steps = StreamSteps(load_step_runner(step_model_path, spec.frame_length,
-                                                 spec.state_size, num_threads), spec.framing)
+        steps = None if step is None else StreamSteps(step, spec.framing)
         arena = SharedMemory(spec.name)
     except (ModelError, OSError):
         conn.send_bytes(Header(MessageKind.FAILED).pack())
