@@ -60,12 +60,15 @@ def test_smoke_training_exports_a_model_the_pipeline_runs(tmp_path):
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None and not os.environ.get("CI"),
                     reason="espeak-ng is not installed (.ci/run installs it)")
-def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_path):
-    """``make train``'s recurrent model: a few steps, the export and the card; the pool cuts
-    a file on the card's grid and equals one interpreter given every frame; a stream through
-    the step twin equals the file, bit for bit."""
+def test_smoke_recurrent_training_exports_a_chain_and_cells_the_pool_runs(tmp_path):
+    """``make train``'s recurrent model: a few steps, the export and the card. As a chain
+    (what ships): the pool runs a file as a chain of pieces, equal to one call over every
+    frame from a zero state, and a stream equals the file. The same weights as cells
+    (``export_recurrent --form cells``): the pool cuts a file on the card's grid, equal to one
+    interpreter given every frame; a stream through the step twin and a file read in blocks
+    (whole cells) equal the file; segments shorter than a cell are refused. Bit for bit."""
     from enhancer.model.framing import Framing
-    from enhancer.model.runner import ModelRunner
+    from enhancer.model.runner import ModelRunner, StreamStepRunner
 
     output = tmp_path / "smoke_gru.tflite"
     result = subprocess.run([sys.executable, "-m", "training.train_recurrent", "--smoke",
@@ -73,30 +76,88 @@ def test_smoke_recurrent_training_exports_a_model_the_pool_runs_on_its_grid(tmp_
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     card = json.loads(output.with_suffix(".json").read_text())
-    assert (card["context_frames"], card["grid_frames"]) == (63, 192)
-    # Phase, 15 levels, two rows of two 16-unit GRUs, two rows of 3 frames' raw gains.
-    assert card["stream_step"] == {"model": "smoke_gru_stream_step.tflite",
-                                   "state_size": 1 + 15 + 4 * 16 + 2 * 3 * 88}
+    assert (card["context_frames"], card["chained"]) == (48, True) and "grid_frames" not in card
+    # Started, 15 levels, two 16-unit GRUs, 3 frames' raw gains.
+    assert card["stream_step"] == {"model": "smoke_gru.tflite",
+                                   "state_size": 1 + 15 + 2 * 16 + 3 * 88}
     assert card["recipe"]["seed"] == 1234 and "scores" in card
     assert all(card["recipe"]["packages"].values())
     audio = (np.random.default_rng(0).standard_normal(5 * 48000) * 0.1).astype(np.float32)
     framing = Framing(1024, 512, "sqrt-hann")
     frames = framing.split(audio).block(0, 1 << 30)
-    whole = ModelRunner(output).run(np.concatenate([np.zeros((63, 1024), np.float32),
-                                                    frames]))[63:]
-    expected = framing.join(whole, audio.shape[0])
-    with AudioEnhancer(output, num_processes=2, max_segment_frames=192) as pool:
-        assert pool.framing.grid == 192
-        assert same_bits(pool.enhance_audio(audio), expected)
-        stream = pool.open_stream(48000)
-        assert stream.stepped
 
-        async def streamed() -> np.ndarray:
-            parts = [await stream.push(audio[i:i + 7001]) for i in range(0, audio.shape[0],
-                                                                         7001)]
+    def ran(run, context: int) -> np.ndarray:
+        silence = np.zeros((context, 1024), np.float32)
+        return framing.join(run(np.concatenate([silence, frames]))[context:], audio.shape[0])
+
+    def streamed(pool: AudioEnhancer, whole_cells: bool = False) -> np.ndarray:
+        stream = pool.open_stream(48000, whole_cells=whole_cells)
+
+        async def run() -> np.ndarray:
+            parts = [await stream.push(audio[i:i + 70_001])
+                     for i in range(0, audio.shape[0], 70_001)]
             return np.concatenate([*parts, await stream.finish()])[:, 0]
 
-        assert same_bits(asyncio.run(streamed()), expected)
+        return asyncio.run(run())
+
+    step = StreamStepRunner(output, 1024, card["stream_step"]["state_size"])
+    expected = ran(lambda f: step.run(f, np.zeros(step.state_size, np.float32))[0], 48)
+    with AudioEnhancer(output, num_processes=2, max_segment_frames=100) as pool:
+        assert same_bits(pool.enhance_audio(audio), expected)
+        assert same_bits(streamed(pool), expected)
+
+    # The same weights as cells on a grid.
+    cells = tmp_path / "smoke_cells.tflite"
+    shutil.copy(output.with_suffix(".json"), cells.with_suffix(".json"))
+    result = subprocess.run([sys.executable, "-m", "training.export_recurrent",
+                             str(output.with_suffix(".weights.h5")), str(cells), "--units",
+                             "16", "--form", "cells", "--smoke"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads(cells.with_suffix(".json").read_text())
+    assert (card["context_frames"], card["grid_frames"]) == (63, 192)
+    # Phase, 15 levels, two rows of two 16-unit GRUs, two rows of 3 frames' raw gains.
+    assert card["stream_step"] == {"model": "smoke_cells_stream_step.tflite",
+                                   "state_size": 1 + 15 + 4 * 16 + 2 * 3 * 88}
+    expected = ran(ModelRunner(cells).run, 63)
+    with pytest.raises(ValueError, match=r"max_segment_frames must be at least 192 \(the "
+                                         r"model's grid cell\), got 100"):
+        AudioEnhancer(cells, num_processes=0, max_segment_frames=100)
+    with AudioEnhancer(cells, num_processes=2, max_segment_frames=192) as pool:
+        assert pool.framing.grid == 192
+        assert same_bits(pool.enhance_audio(audio), expected)
+        assert same_bits(streamed(pool), expected)
+        jobs = []
+        run = pool.backend.run
+
+        def recording(job, *args, **kwargs):  # the real pool runs every job
+            jobs.append(job)
+            return run(job, *args, **kwargs)
+
+        pool.backend.run = recording
+        try:  # whole cells, with their look-back, as a file's segments
+            assert same_bits(streamed(pool, whole_cells=True), expected)
+        finally:
+            del pool.backend.run
+        counts = [job.channels[0].num_frames for job in jobs]
+        assert all(job.channels[0].state is None for job in jobs)
+        assert all(count % 192 == 0 for count in counts[:-1]) and sum(counts) == len(frames)
+
+
+def test_the_shipped_denoiser_is_rebuilt_byte_for_byte_from_its_recovered_weights(tmp_path):
+    """The training weights are not shipped: training.recover_weights reads them back out of
+    the graph, and exporting them again gives the same file."""
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from training.recover_weights import recover\n"
+            "from training.recurrent_model import chain_step_module, export_fp32\n"
+            "export_fp32(chain_step_module(recover(Path(sys.argv[1]))), Path(sys.argv[2]))\n")
+    model = ROOT / "models" / "denoiser_48k.tflite"
+    again = tmp_path / "again.tflite"
+    result = subprocess.run([sys.executable, "-c", code, str(model), str(again)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert again.read_bytes() == model.read_bytes()
 
 
 def test_resuming_a_later_cycle_without_weights_is_refused_before_any_work():

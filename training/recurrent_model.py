@@ -285,6 +285,58 @@ def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
     return Step()
 
 
+def chain_state_size(units: int = UNITS, hold: int = HOLD) -> int:
+    """Floats in a chain's state: whether it has started, ``NORM - 1`` levels, both GRUs'
+    hidden vectors and ``hold`` frames' raw gains."""
+    return 1 + NORM - 1 + 2 * units + hold * FEATURES
+
+
+def chain_step_module(training: Any, hold: int = HOLD, release: float = RELEASE,
+                      smooth_low: bool = SMOOTH_LOW) -> Any:
+    """The chain graph: (``[n, FRAME, 1]`` the next windowed frames, ``[1, S]`` the state)
+    to (the enhanced frames, the state after them), one state from a file's or stream's
+    first frame to its last: no cells, so a file has no seams and its output does not depend
+    on how it is cut into calls. A zero state stands for silence heard before (its levels
+    those of silent frames) and GRUs at zero; a file or stream brings ``WARM`` frames of
+    silence in front (the card's ``context_frames``), so it starts exactly as the file
+    graph's first cell does."""
+    import tensorflow as tf
+
+    p = _graph_parts(training, smooth_low)
+    units = p.units
+    size = chain_state_size(units, hold)
+
+    class Chain(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, FRAME, 1], tf.float32, "audio"),
+                                      tf.TensorSpec([1, size], tf.float32, "state")])
+        def step(self, frames, state):
+            re, im = p.spectrum(frames)
+            count = tf.shape(re)[0]
+            feats = p.features(re, im)
+            silent = tf.reduce_mean(p.features(*p.spectrum(tf.zeros([1, FRAME, 1]))), axis=1)
+            started = tf.greater(state[0, 0], 0.0)
+            before = tf.where(started, state[0, 1:NORM], tf.tile(silent, [NORM - 1]))
+            levels = tf.concat([before, tf.reduce_mean(feats, axis=1)], axis=0)
+            at = NORM
+            relative = feats - tf.reshape(p.window_mean(levels[None]), [-1, 1])
+            h1 = tf.reshape(state[0, at:at + units], [1, units])
+            h2 = tf.reshape(state[0, at + units:at + 2 * units], [1, units])
+            at += 2 * units
+            outs, h1, h2 = p.recur(p.gru1_input(relative)[:, None], h1, h2)
+            gains = p.head(tf.reshape(outs, [-1, units]), relative)
+            past = tf.reshape(state[0, at:at + hold * FEATURES], [hold, FEATURES])
+            raw = tf.concat([past, gains], axis=0)  # [hold + count, FEATURES]
+            held = raw[hold:]
+            for k in range(1, hold + 1):
+                held = tf.maximum(held, release ** k * raw[hold - k:hold - k + count])
+            out = p.apply(re, im, held)
+            after = tf.concat([tf.ones([1, 1]), tf.reshape(levels[count:], [1, NORM - 1]),
+                               h1, h2, tf.reshape(raw[count:], [1, hold * FEATURES])], axis=1)
+            return tf.reshape(out, [-1, FRAME, 1]), after
+
+    return Chain()
+
+
 def export_fp32(module: Any, tflite_path: Any) -> bytes:
     """Convert ``module``'s graph with builtin ops only, float32 weights (float16 ones would be
     dequantized at every step of the GRU loop); write and return the bytes."""
