@@ -31,6 +31,7 @@ SECTIONS = {
     "jobs": "bench/jobs_results.md",
     "dfn3-speed": "bench/dfn3_speed.md",
     "stream-dfn3": "bench/stream_results_dfn3.md",
+    "seams": "bench/seams.md",
 }
 
 

@@ -6,12 +6,12 @@ the overlap-add tail and, for a model with a stream step twin, the model's state
 chunk's new frames go to the backend as one block at live priority, so any worker can take
 any chunk, a crashed worker loses only that chunk, and stream blocks overtake file requests.
 
-A model with look-back sees, with each chunk, the frames before it. With a stream step twin
-(the denoiser's) only the first chunk brings them; every later chunk brings the model's state
-instead (the recurrent denoiser's: its position on the grid of cells, the GRUs' hidden
-vectors and held gains, 6 KB), goes in with it and comes back with the state after it, so the
-worker transforms the chunk's own frames only. A recurrent model on a grid (its card's
-``grid_frames``) streams only that way: chunks do not start on its grid.
+A model with look-back sees, with each chunk, the frames before it. With a stream step (the
+recurrent denoiser's) only the first chunk brings them; every later chunk brings the model's
+state instead (the denoiser's: its level window, the GRUs' hidden vectors and held gains,
+3 KB), goes in with it and comes back with the state after it, so the worker transforms the
+chunk's own frames only. A recurrent model on a grid (its card's ``grid_frames``) or chained
+(``chained``) streams only that way.
 
 Every stage reproduces its whole-file twin bit for bit: the resamplers are libsoxr's, whose
 stream output does not depend on how the input is cut; the framer pads like

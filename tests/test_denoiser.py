@@ -13,7 +13,6 @@ from bench.metrics import band_change_db, si_sdr
 from enhancer import AudioEnhancer
 from enhancer.model.card import load_card
 from enhancer.model.framing import Framing
-from enhancer.model.runner import ModelRunner
 from tests.helpers import ROOT, SAMPLES
 
 DENOISER = ROOT / "models" / "denoiser_48k.tflite"
@@ -34,18 +33,19 @@ def noisy_speech():
     return clean, clean + noise
 
 
-def test_card_declares_overlap_add_at_48k_on_a_grid_of_cells(denoiser):
+def test_card_declares_overlap_add_at_48k_as_one_chain_of_state(denoiser):
     assert denoiser.card.name == "denoiser_48k"
     assert denoiser.model_sample_rate == 48000
     assert (denoiser.frame_length, denoiser.framing.hop_length) == (1024, 512)
     assert denoiser.framing.window == "sqrt-hann"
-    # Recurrent: files are cut on a grid of 192-frame cells, each with 63 frames in front
-    # (the GRUs' 48 frames of warm-up and 15 more for the level window).
-    from training.recurrent_model import GRID, LEAD, stream_state_size
+    # Recurrent, one state through a file (no cells, no seams): its own graph is its stream
+    # step, and a file or stream starts from 48 frames of silence, the GRUs' warm-up.
+    from training.recurrent_model import WARM, chain_state_size
 
-    assert denoiser.framing.context == denoiser.card.context_frames == LEAD == 63
-    assert denoiser.framing.grid == denoiser.card.grid_frames == GRID == 192
-    assert denoiser.card.stream_state_size == stream_state_size()
+    assert denoiser.card.chained and denoiser.framing.grid == 0
+    assert denoiser.framing.context == denoiser.card.context_frames == WARM == 48
+    assert denoiser.card.stream_step_path == DENOISER
+    assert denoiser.card.stream_state_size == chain_state_size()
     assert denoiser.card.details["recipe"]["seed"] == 1234
     # The card names the hold the serving graph has.
     from training.denoiser_model import HOLD, RELEASE
@@ -122,26 +122,30 @@ def test_nothing_above_22_5_khz_passes(denoiser):
     assert np.sum(spectrum[top] ** 2) < 1e-4 * np.sum(noise_spectrum[top] ** 2)
 
 
-@pytest.mark.parametrize("max_segment_frames", [192, 500])
-def test_the_pool_equals_one_interpreter_given_all_frames_at_once(noisy_speech,
-                                                                  max_segment_frames):
-    """Cut into segments of whole grid cells over two workers, each with its context frames,
-    the result is the model run once over every frame (silence as the first frames'
-    context)."""
-    _, noisy = noisy_speech
-    framing, context = Framing(1024, 512, "sqrt-hann"), load_card(DENOISER, 48000).context_frames
+@pytest.mark.parametrize("max_segment_frames", [1, 192, 500])
+def test_the_pool_equals_one_call_given_all_frames_at_once(noisy_speech, max_segment_frames):
+    """Cut into a chain of pieces, each handing its state to the next, over two workers, the
+    result is the model run once over every frame from a zero state (silence as the first
+    frames' look-back): no seams wherever the pieces meet."""
+    from enhancer.model.runner import StreamStepRunner
+
+    noisy = noisy_speech[1][:3 * 48000] if max_segment_frames == 1 else noisy_speech[1]
+    card = load_card(DENOISER, 48000)
+    framing, context = Framing(1024, 512, "sqrt-hann"), card.context_frames
     frames = framing.split(noisy).block(0, 1 << 30)
     silence = np.zeros((context, 1024), np.float32)
-    whole = ModelRunner(DENOISER).run(np.concatenate([silence, frames]))[context:]
+    step = StreamStepRunner(DENOISER, 1024, card.stream_state_size)
+    whole = step.run(np.concatenate([silence, frames]),
+                     np.zeros(card.stream_state_size, np.float32))[0][context:]
     expected = framing.join(whole, noisy.shape[0])
     with AudioEnhancer(DENOISER, num_processes=2,
                        max_segment_frames=max_segment_frames) as pool:
         assert np.array_equal(pool.enhance_audio(noisy), expected)
 
 
-def test_a_stream_equals_the_file_across_the_grid(denoiser, noisy_speech):
-    """Ten seconds (five grid cells) streamed in chunks of every size through the stream
-    step: the same samples as the file, bit for bit, at every cell boundary."""
+def test_a_stream_equals_the_file_across_its_pieces(denoiser, noisy_speech):
+    """Ten seconds streamed in chunks of every size through the stream step: the same
+    samples as the file (a chain of pieces), bit for bit."""
     _, noisy = noisy_speech
     expected = denoiser.enhance_audio(noisy)
     sizes = itertools.cycle([480, 1, 4800, 511, 30_000, 960])
@@ -156,12 +160,6 @@ def test_a_stream_equals_the_file_across_the_grid(denoiser, noisy_speech):
         return np.concatenate([*parts, await stream.finish()])[:, 0]
 
     assert np.array_equal(asyncio.run(streamed()), expected)
-
-
-def test_a_model_on_a_grid_refuses_segments_shorter_than_a_cell():
-    with pytest.raises(ValueError, match=r"max_segment_frames must be at least 192 \(the "
-                                         r"model's grid cell\), got 100"):
-        AudioEnhancer(DENOISER, num_processes=0, max_segment_frames=100)
 
 
 def band_levels_db(audio: np.ndarray, rate: int = 48000, bands: int = 12) -> np.ndarray:
@@ -220,33 +218,17 @@ def test_the_benchmarks_oracle_mask_is_exact_on_clean_speech_and_strong_on_noisy
     assert not np.any(oracle_mask(noisy, np.zeros_like(clean)))
 
 
-def test_a_file_read_in_blocks_goes_in_whole_cells_and_equals_the_file(denoiser, noisy_speech):
-    """The CLI's block streaming (``whole_cells``): each block's whole grid cells go to the
-    pool as a file's segments, with their look-back, not through the stream step; the last
-    partial cell waits for the next block. The same samples as the file."""
+def test_a_file_read_in_blocks_equals_the_file(denoiser, noisy_speech):
+    """The CLI's block streaming (``whole_cells``): a chained model has no cells, so each
+    block goes through the stream step, the state carried; the same samples as the file."""
     _, noisy = noisy_speech
     expected = denoiser.enhance_audio(noisy)
-    jobs = []
-    run = denoiser.backend.run
-
-    def recording(job, *args, **kwargs):  # the real pool runs every job
-        jobs.append(job)
-        return run(job, *args, **kwargs)
 
     async def streamed() -> np.ndarray:
         stream = denoiser.open_stream(48000, whole_cells=True)
-        assert not stream.stepped
+        assert stream.stepped
         parts = [await stream.push(noisy[at:at + 70_000])
                  for at in range(0, noisy.shape[0], 70_000)]
         return np.concatenate([*parts, await stream.finish()])[:, 0]
 
-    denoiser.backend.run = recording
-    try:
-        out = asyncio.run(streamed())
-    finally:
-        del denoiser.backend.run
-    assert np.array_equal(out, expected)
-    counts = [job.channels[0].num_frames for job in jobs]
-    assert all(job.channels[0].state is None for job in jobs)
-    assert all(count % 192 == 0 for count in counts[:-1]) and sum(counts) == len(
-        denoiser.framing.split(noisy).block(0, 1 << 30))
+    assert np.array_equal(asyncio.run(streamed()), expected)

@@ -101,9 +101,9 @@ def test_chunks_larger_than_a_segment_are_run_in_pieces_and_still_equal(pool, de
 
 
 def test_after_its_first_chunk_a_stream_sends_the_models_state_not_its_look_back(denoiser):
-    """The denoiser's stream step twin: the first chunk brings the card's context frames
-    (63: silence in front of the first grid cell) and a zero state; every later one only its
-    own frames and the state the one before left."""
+    """The denoiser's stream step: the first chunk brings the card's context frames (48 of
+    silence: its GRUs' warm-up) and a zero state; every later one only its own frames and the
+    state the one before left."""
     jobs = []
     run = denoiser.backend.run
 
@@ -120,7 +120,7 @@ def test_after_its_first_chunk_a_stream_sends_the_models_state_not_its_look_back
     assert same_bits(streamed, denoiser.enhance(audio, 48000))
     context, size = denoiser.card.context_frames, denoiser.card.stream_state_size
     first, *later = [job.channels[0] for job in jobs]
-    assert first.framing.context == context == 63 and not first.state.any()
+    assert first.framing.context == context == 48 and not first.state.any()
     assert first.samples.shape[0] == (first.num_frames + context - 1) * 512 + 1024
     assert len(later) > 20
     before = first
@@ -197,7 +197,7 @@ def test_output_never_runs_ahead_of_input_and_flows_as_it_comes(denoiser):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> LiveServer:
     models = tmp_path_factory.mktemp("models")
-    for name in ("denoiser_48k.tflite", "denoiser_48k.json", "denoiser_48k_stream_step.tflite"):
+    for name in ("denoiser_48k.tflite", "denoiser_48k.json"):
         (models / name).write_bytes((DENOISER.parent / name).read_bytes())
     with LiveServer(MODELS_DIR=str(models), MAX_STREAMS="20",
                     STREAM_IDLE_TIMEOUT_S="2") as running:

@@ -124,7 +124,7 @@ def test_clients_that_never_read_are_dropped_and_their_memory_freed(tmp_path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[LiveServer]:
     models = tmp_path_factory.mktemp("models")
-    for name in ("denoiser_48k.tflite", "denoiser_48k.json", "denoiser_48k_stream_step.tflite"):
+    for name in ("denoiser_48k.tflite", "denoiser_48k.json"):
         (models / name).write_bytes((DENOISER.parent / name).read_bytes())
     with LiveServer(MODELS_DIR=str(models)) as running:
         yield running
