@@ -16,7 +16,8 @@ import numpy as np
 
 from bench.scaling import best_time
 from enhancer.model.card import load_card
-from enhancer.model.runner import ModelRunner, StreamStepRunner
+from enhancer.model.loading import load_model_runner
+from enhancer.model.runner import StreamStepRunner
 from enhancer.paths import DENOISER_MODEL
 
 STREAM_CHUNK_S = 0.010  # the stream benchmark's chunk: 10 ms
@@ -24,7 +25,7 @@ STREAM_CHUNK_S = 0.010  # the stream benchmark's chunk: 10 ms
 
 def main(model_path: str = str(DENOISER_MODEL)) -> str:
     card = load_card(model_path, 48000)
-    runner = ModelRunner(model_path)
+    runner = load_model_runner(model_path)
     rng = np.random.default_rng(0)
     hop = card.hop_length or runner.frame_length
     rows, per_invoke = [], {}

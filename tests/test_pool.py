@@ -344,8 +344,9 @@ def test_a_task_of_several_segments_is_each_segment_run_alone_and_names_a_failin
     from enhancer.backends.pool.worker_process import SegmentFailed, process_audio, process_task
     from enhancer.model.card import framing_for, load_card
     from enhancer.model.grid import input_length, result_length
+    from enhancer.model.loading import load_model_runner
 
-    runner = ModelRunner(DENOISER)
+    runner = load_model_runner(DENOISER)
     framing = framing_for(load_card(DENOISER, 48000), runner.frame_length)
     counts = np.array([1, 3, 2], "<u4")
     sizes = [input_length(framing, int(n)) for n in counts]
