@@ -24,7 +24,7 @@ STEP_INPUTS = frozenset({"audio", "state"})
 
 def _signature_inputs(model_path: Path) -> set[str]:
     """The input names of the model's serving signature (none if it has no signature)."""
-    interpreter = load_interpreter(model_path, 1, "model")
+    interpreter = load_interpreter(model_path, 1, "model", allocate=False)
     signatures = interpreter.get_signature_list()
     return set(signatures.get("serving_default", {}).get("inputs", []))
 

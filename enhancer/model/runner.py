@@ -54,9 +54,11 @@ class StepModel(Protocol):
     def run(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def load_interpreter(model_path: Path, num_threads: int, what: str) -> Any:
-    """A LiteRT interpreter of ``model_path``, its tensors allocated; ``ModelError`` naming
-    the path when the file is missing or not a model LiteRT can run."""
+def load_interpreter(model_path: Path, num_threads: int, what: str,
+                     allocate: bool = True) -> Any:
+    """A LiteRT interpreter of ``model_path``, its tensors allocated (unless ``allocate`` is
+    False: enough to read its signature); ``ModelError`` naming the path when the file is
+    missing or not a model LiteRT can run."""
     if not model_path.is_file():
         raise ModelError(f"{what} file not found: {model_path}")
     from ai_edge_litert.interpreter import Interpreter
@@ -64,8 +66,8 @@ def load_interpreter(model_path: Path, num_threads: int, what: str) -> Any:
     try:
         with stderr_silenced():
             interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-            # The delegate (and its INFO line) is created on the first allocation.
-            interpreter.allocate_tensors()
+            if allocate:  # the delegate (and its INFO line) comes with the first allocation
+                interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot load model {model_path}: {exc}") from None
     return interpreter
