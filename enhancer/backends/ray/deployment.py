@@ -165,13 +165,17 @@ class ModelReplica:
                  state_size: int = 0) -> None:
         import ray
 
-        from enhancer.model.loading import load_model_runner, load_step_runner
+        from enhancer.model.loading import load_model_runner, load_runners, load_step_runner
 
         self._framing = Framing(frame_length, hop_length, window, context)
-        self._runner = _from_bytes(model, lambda path: load_model_runner(path, num_threads))
-        self._step = None if stream_step is None else _from_bytes(
-            stream_step, lambda path: load_step_runner(path, frame_length, state_size,
-                                                       num_threads))
+        if stream_step == model:  # a chained model's graph is its own stream step: one load
+            self._runner, self._step = _from_bytes(model, lambda path: load_runners(
+                path, path, frame_length, state_size, num_threads))
+        else:
+            self._runner = _from_bytes(model, lambda path: load_model_runner(path, num_threads))
+            self._step = None if stream_step is None else _from_bytes(
+                stream_step, lambda path: load_step_runner(path, frame_length, state_size,
+                                                           num_threads))
         self._lock = threading.Lock()
         self._node_id = ray.get_runtime_context().get_node_id()
 
