@@ -232,3 +232,14 @@ def test_a_file_read_in_blocks_equals_the_file(denoiser, noisy_speech):
         return np.concatenate([*parts, await stream.finish()])[:, 0]
 
     assert np.array_equal(asyncio.run(streamed()), expected)
+
+
+def test_a_file_in_flight_is_one_pending_session_however_many_pieces(noisy_speech):
+    """A chained file is one request: ``pending_sessions`` counts it once while its pieces
+    go through the pool one after another, and not at all once it is answered."""
+    _, noisy = noisy_speech
+    seen: list[int] = []
+    with AudioEnhancer(DENOISER, num_processes=2, max_segment_frames=50) as pool:
+        pool.enhance_audio(noisy, progress=lambda _: seen.append(pool.pending_sessions))
+        assert pool.pending_sessions == 0
+    assert len(seen) > 10 and set(seen[:-1]) == {1}, seen

@@ -59,9 +59,20 @@ class ChainedBackend:
         self.inner = inner
         self.framing, self.state_size, self.latency = framing, state_size, latency
         self.piece_frames = piece_frames
+        self._chains: set[_ChainedJob] = set()
+        self._chains_lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:  # is_ready, pending_sessions, runs_stream_steps…
+    def __getattr__(self, name: str) -> Any:  # runs_stream_steps, max_segment_frames…
         return getattr(self.inner, name)
+
+    @property
+    def pending_sessions(self) -> int:
+        """Requests not yet answered: a file's chain counts once, not as its pieces."""
+        with self._chains_lock:
+            chains = list(self._chains)
+        pieces = sum(chain.pieces_in_flight() for chain in chains)
+        inner = getattr(self.inner, "pending_sessions", 0)
+        return max(len(chains), inner - pieces + len(chains))
 
     @property
     def frames_processed(self) -> int:
@@ -90,7 +101,15 @@ class ChainedBackend:
             priority: Priority = Priority.FILE) -> Future[Job]:
         if any(channel.state is not None for channel in job.channels):
             return self.inner.run(job, session_id, progress, priority)
-        return _ChainedJob(self, job, session_id, progress, priority).start()
+        chain = _ChainedJob(self, job, session_id, progress, priority)
+        with self._chains_lock:
+            self._chains.add(chain)
+        chain.future.add_done_callback(lambda _: self._forget(chain))
+        return chain.start()
+
+    def _forget(self, chain: _ChainedJob) -> None:
+        with self._chains_lock:
+            self._chains.discard(chain)
 
 
 class _ChainedJob:
@@ -190,6 +209,11 @@ class _ChainedJob:
         lo, hi = max(start, 0), min(start + count * hop, channel.slots.shape[0])
         if hi > lo:
             channel.slots[lo:hi] = piece.slots[lo - start:hi - start]
+
+    def pieces_in_flight(self) -> int:
+        """How many of this job's pieces the inner backend holds now."""
+        with self._lock:
+            return sum(not inner.done() for inner in self._in_flight.values())
 
     def _report(self, frames: int) -> None:
         if self.progress is not None and frames:
