@@ -108,6 +108,11 @@ def _graph_parts(training: Any, smooth_low: bool) -> Any:
         s = tf.signal.rfft(tf.reshape(frames, [-1, FRAME]))
         return tf.math.real(s), tf.math.imag(s)
 
+    def analyse(frames):
+        """A step's frames: their spectrum, how many, and their features."""
+        re, im = spectrum(frames)
+        return re, im, tf.shape(re)[0], tf_features(re, im)
+
     def window_mean(levels):
         """``[rows, m]`` levels to ``[rows, m - NORM + 1]`` means of NORM in a row."""
         return tf.squeeze(tf.nn.avg_pool1d(levels[..., None], NORM, 1, "VALID"), axis=2)
@@ -155,7 +160,7 @@ def _graph_parts(training: Any, smooth_low: bool) -> Any:
         gains = tf_high_band_floor(tf_bin_gains(held, smooth_low), re, im)
         return tf_inverse(re * gains, im * gains)
 
-    return SimpleNamespace(units=units, spectrum=spectrum, features=tf_features,
+    return SimpleNamespace(units=units, spectrum=spectrum, features=tf_features, analyse=analyse,
                            window_mean=window_mean, gru1_input=gru1_input, recur=recur,
                            head=head, apply=apply)
 
@@ -230,9 +235,7 @@ def stream_step_module(training: Any, grid: int = GRID, hold: int = HOLD,
         @tf.function(input_signature=[tf.TensorSpec([None, FRAME, 1], tf.float32, "audio"),
                                       tf.TensorSpec([1, size], tf.float32, "state")])
         def step(self, frames, state):
-            re, im = p.spectrum(frames)
-            count = tf.shape(re)[0]
-            feats = p.features(re, im)
+            re, im, count, feats = p.analyse(frames)
             at = 1
             levels = tf.concat([state[0, at:at + NORM - 1], tf.reduce_mean(feats, axis=1)],
                                axis=0)
@@ -310,9 +313,7 @@ def chain_step_module(training: Any, hold: int = HOLD, release: float = RELEASE,
         @tf.function(input_signature=[tf.TensorSpec([None, FRAME, 1], tf.float32, "audio"),
                                       tf.TensorSpec([1, size], tf.float32, "state")])
         def step(self, frames, state):
-            re, im = p.spectrum(frames)
-            count = tf.shape(re)[0]
-            feats = p.features(re, im)
+            re, im, count, feats = p.analyse(frames)
             silent = tf.reduce_mean(p.features(*p.spectrum(tf.zeros([1, FRAME, 1]))), axis=1)
             started = tf.greater(state[0, 0], 0.0)
             before = tf.where(started, state[0, 1:NORM], tf.tile(silent, [NORM - 1]))
