@@ -5,7 +5,7 @@ replicas on both nodes; a replica killed during a stream of requests fails only 
 whose blocks it held (503, no hang) and the deployment is back to full strength by itself;
 the worker node removed, the head's replica serves on. Also: the config files against Ray's
 own schema (and deployed: the API as a Serve ingress), the error mapping, the settings; a
-denoiser stream through the stream step twin on the replicas equals the file path.
+denoiser (a chain: its own stream step) streams on the replicas and equals the file path.
 
 Ray is an optional extra (requirements-ray.txt, installed by ``make test``): without it these
 tests skip, except under CI, where a missing Ray is a failure.
@@ -265,7 +265,7 @@ def slow_models(tmp_path_factory) -> Path:
     (folder / "heavy.json").write_text(json.dumps({
         "name": "heavy", "sample_rate": RATE, "frame_length": 1024, "hop_length": 1024,
         "window": "none", "description": "benchmark load, not an enhancer"}))
-    # The denoiser, whose streams go through its stream step twin.
+    # The denoiser: a chain, its pieces and stream chunks carry its state to the replicas.
     for path in DENOISER.parent.glob(f"{DENOISER.stem}*"):
         if path.suffix in (".tflite", ".json"):
             shutil.copyfile(path, folder / path.name)
@@ -290,6 +290,7 @@ def worker_node(cluster: Cluster):
 
 def backend_of(client, model: str | None = None) -> RayServeBackend:
     backend = client.app.state.models.get(model).backend
+    backend = getattr(backend, "inner", backend)  # a chained model's pieces go to Ray too
     assert isinstance(backend, RayServeBackend)
     return backend
 
@@ -335,7 +336,7 @@ def test_a_stream_runs_on_the_ray_backend_at_live_priority(client):
 
 
 def test_a_denoiser_stream_on_ray_carries_its_state_and_equals_the_file_path(client):
-    """The stream step twin on the replicas: chunks after the first carry the model's state,
+    """The stream step on the replicas: chunks after the first carry the model's state,
     not their look-back, and the stream is the file path's output bit for bit."""
     model = "denoiser_48k"
     enhancer = client.app.state.models.get(model)
