@@ -525,7 +525,7 @@ def write_results(figures: list[Figure], seconds: float) -> str:
 
 
 NOTES = """\
-## Why figures 1 and 3 miss their targets
+## Why figures 1, 3 and 7 miss their targets
 
 **1.** The passthrough does no work: one invoke over 1,210 frames (row 1's baseline) is
 in-cache copying. Segments travel through shared memory (row 1 was 8.4× before they did; it is
@@ -533,8 +533,8 @@ now below the socket-pair floor of row 1d), and the parent's share of a long cal
 (row 8). What is left is latency, not copying: a segment's round trip through the pool, a pipe
 message each way and two process wake-ups (row 1e), and a request is cut into at least two
 segments per worker so that it spreads. Three such rounds already exceed 1.5× of the invoke.
-For a model that does real work they vanish: the denoiser's speed through the pool (row 7) and
-the heavy model's speed-up on 2 workers (row 2). For models this cheap, `num_processes=0`
+For a model that does real work they vanish: the denoiser's speed through the pool (rows 7 and
+7b) and the heavy model's speed-up on 2 workers (row 2). For models this cheap, `num_processes=0`
 (row 1c) is the honest choice.
 
 **3.** Row 3e is the floor of any HTTP service here: uvicorn (with httptools and uvloop)
@@ -542,6 +542,12 @@ echoing 4.9 MB to httpx, with no decoding, model or encoding, already costs seve
 direct call. `POST /enhance` with a raw body sits a little above that floor (row 3e's note);
 the rest is decoding, the pool and encoding (`X-Processing-Time` shows the pool's share). Next
 to a model that does real work the HTTP cost disappears (row 3c).
+
+**7.** The denoiser's file is one chain of state (docs/models.md, "How a recurrent model runs
+on a pool"): its GRUs carry what they heard from the first frame to the last, so one mono file
+runs on one core at a time, at one interpreter's speed. Cut into cells run side by side it
+reached 175× here, with seams of up to 2.5 dB where cells meet (`python -m bench.seams
+--cells`); exactness was chosen over that. Two files at once use both cores (row 7b).
 """
 
 
