@@ -537,14 +537,15 @@ def test_64_concurrent_requests_each_get_their_own_result(server):
             assert response.content == expected
 
 
-def test_health_answers_fast_while_a_long_upload_is_processed(server):
-    ten_minutes = raw(random_audio(600 * 16000, seed=60))  # resampled to 48 kHz and back
+def _health_during_a_long_request(server, audio: bytes) -> tuple[float, float, float]:
+    """The slowest and the median ``/health`` while ``audio`` is enhanced, and how long the
+    enhancement took (s)."""
     result = {}
 
     def long_request():
         started = time.perf_counter()
         result["response"] = httpx.post(f"{server.url}/enhance",
-                                        files={"file": ("long.raw", ten_minutes)},
+                                        files={"file": ("long.raw", audio)},
                                         data={"sample_rate": "16000"}, timeout=120)
         result["seconds"] = time.perf_counter() - started
 
@@ -561,13 +562,22 @@ def test_health_answers_fast_while_a_long_upload_is_processed(server):
     worker.join()
     assert result["response"].status_code == 200
     assert len(latencies) >= 3, "the long request finished before /health could be measured"
-    # Work done on the event loop would hold one /health for most of the request. Judged
-    # against the request's own duration, a stall of the whole process on a shared CPU
-    # (421 ms once in CI) is not mistaken for it.
-    slowest, typical = max(latencies), float(np.median(latencies))
-    assert slowest < result["seconds"] / 4, \
-        f"slowest /health {slowest:.3f} s of a {result['seconds']:.1f} s request"
-    assert typical < 0.05, f"median /health: {typical * 1000:.0f} ms"
+    return max(latencies), float(np.median(latencies)), result["seconds"]
+
+
+def test_health_answers_fast_while_a_long_upload_is_processed(server):
+    ten_minutes = raw(random_audio(600 * 16000, seed=60))  # resampled to 48 kHz and back
+    # Work done on the event loop would hold one /health for most of the request, every
+    # time. A stall of the whole process on a shared CPU (421 ms once in CI, 519 ms of a
+    # 1.7 s request beside stress-ng) comes when it will: so up to three tries, one must pass.
+    tries = []
+    for _ in range(3):
+        slowest, typical, seconds = _health_during_a_long_request(server, ten_minutes)
+        tries.append(f"slowest /health {slowest:.3f} s, median {typical * 1000:.0f} ms, "
+                     f"of a {seconds:.1f} s request")
+        if slowest < seconds / 4 and typical < 0.05:
+            return
+    pytest.fail("; ".join(tries))
 
 
 def test_upload_without_length_is_cut_off_by_counting():
