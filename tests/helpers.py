@@ -6,6 +6,7 @@ audio (WAV, FLAC, MP3, ...) is built in ``tests/audio_builders.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -69,6 +70,20 @@ def niceness(pid: int) -> int:
     if fields is None:
         raise ProcessLookupError(pid)
     return int(fields[16])
+
+
+@contextlib.contextmanager
+def stopped(pids: list[int]):
+    """SIGSTOP ``pids``; on the way out SIGCONT whichever still run, so none is left frozen
+    (a frozen worker would outlive its parent)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def process_gone(pid: int) -> bool:

@@ -6,9 +6,6 @@ killed and replaced, and the pool (and /ready) is not ready until its replacemen
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -26,22 +23,9 @@ from tests.helpers import (
     random_audio,
     raw,
     same_bits,
+    stopped,
     workers_of,
 )
-
-
-@contextlib.contextmanager
-def stopped(pids: list[int]):
-    """SIGSTOP ``pids``; on the way out SIGCONT whichever still run, so none is left frozen
-    (a frozen worker would outlive its parent)."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 def wait_for(condition, timeout: float, what: str) -> float:

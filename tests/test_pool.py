@@ -29,6 +29,7 @@ from tests.helpers import (
     random_audio,
     run_python,
     same_bits,
+    stopped,
 )
 
 LENGTHS = [1, 1023, 1024, 1025, 48000, 1_000_003]
@@ -292,18 +293,21 @@ def _error_of(enhancer: AudioEnhancer) -> Exception | None:
 
 def test_a_failing_collector_fails_every_request_at_once_and_says_so(own_pool, monkeypatch):
     enhancer = own_pool
-    stuck = enhancer.submit(random_audio(3_000_000, seed=8))
 
     def boom() -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(enhancer.backend, "_dispatch", boom)
-    started = time.monotonic()
-    with pytest.raises(PoolBroken, match="collector thread failed: RuntimeError: injected"):
-        enhancer.enhance_audio(np.ones(8, np.float32), timeout=10)
-    with pytest.raises(PoolBroken, match="collector thread failed"):
-        stuck.result(timeout=10)
-    assert time.monotonic() - started < 5
+    # Both workers frozen, so the first request is surely unfinished when the collector fails
+    # (beside a CPU hog the collector once finished it before the failure was injected).
+    with stopped(enhancer.worker_pids):
+        stuck = enhancer.submit(random_audio(3_000_000, seed=8))
+        monkeypatch.setattr(enhancer.backend, "_dispatch", boom)
+        started = time.monotonic()
+        with pytest.raises(PoolBroken, match="collector thread failed: RuntimeError: injected"):
+            enhancer.enhance_audio(np.ones(8, np.float32), timeout=10)
+        with pytest.raises(PoolBroken, match="collector thread failed"):
+            stuck.result(timeout=10)
+        assert time.monotonic() - started < 5
     assert not enhancer.is_ready
     with pytest.raises(PoolBroken, match="collector thread failed"):
         enhancer.enhance_audio(np.ones(8, np.float32), timeout=10)
