@@ -386,6 +386,19 @@ def _queued(store: JobStore) -> str:
     return job_id
 
 
+def test_a_job_of_the_longest_audio_is_stored_and_counted_whole(tmp_path, store_url):
+    # 12 hours of 48 kHz float32, input and result: past a 32-bit integer (a 2-hour float WAV
+    # already was, and PostgreSQL's INTEGER refused it with a 500).
+    disk_bytes = 2 * 12 * 3600 * RATE * 4
+    store = JobStore(tmp_path, store_url)
+    job_id = new_job_id()
+    store.staging(job_id)
+    store.add(job_id, NewJob(owner="", audio_seconds=12 * 3600.0, disk_bytes=disk_bytes,
+                             media_type="audio/wav", raw_format="f32le"))
+    assert store.get(job_id).disk_bytes == disk_bytes
+    assert store.disk_used() == disk_bytes
+
+
 def test_cancelling_a_running_job_stops_its_runner_and_deletes_its_files(tmp_path, store_url):
     store = JobStore(tmp_path, store_url)
     job_id = _queued(store)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Float,
     Integer,
     String,
@@ -62,7 +63,7 @@ class JobRecord(_Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     audio_seconds: Mapped[float] = mapped_column(Float)
     # What the job holds on disk: its input and (estimated until written) its result.
-    disk_bytes: Mapped[int] = mapped_column(Integer)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger)
     filename: Mapped[str | None] = mapped_column(String(300))
     media_type: Mapped[str] = mapped_column(String(100))
     raw_format: Mapped[str] = mapped_column(String(16))
