@@ -34,6 +34,7 @@ from enhancer.audio_enhancer import AudioEnhancer
 from enhancer.backends.base import Priority
 from enhancer.errors import EnhancerError, InvalidAudio, TooLarge
 from enhancer.jobs.store import FAILED, SUCCEEDED, JobRecord, JobStore, runner_name
+from enhancer.stream import EnhancerStream
 
 log = logging.getLogger("enhancer.jobs")
 
@@ -167,10 +168,7 @@ class JobRunner:
     async def _stream(self, job: JobRecord, enhancer: AudioEnhancer, reader: AudioReader,
                       out: IO[bytes]) -> None:
         info = reader.info
-        stream = enhancer.open_stream(info.sample_rate, info.channels, job.atten_lim_db,
-                                      whole_cells=True)
-        if not stream.stepped:  # a stepped stream's chunks must stay whole: live priority
-            stream.priority = Priority.JOB
+        stream = job_stream(enhancer, info.sample_rate, info.channels, job.atten_lim_db)
         frames = block_frames(enhancer, info.sample_rate, info.channels, JOB_BLOCK_SAMPLES)
         total = info.frames
         done, reported = 0, -REPORT_S  # the first block reports at once
@@ -195,6 +193,16 @@ class JobRunner:
                                                    self.options.lease_s, progress):
                         raise JobLost
             writer.write(await stream.finish())
+
+
+def job_stream(enhancer: AudioEnhancer, sample_rate: int, channels: int,
+               atten_lim_db: float | None) -> EnhancerStream:
+    """The stream a job's blocks go through: whole cells, as the CLI's files, at
+    :attr:`Priority.JOB`, so they wait behind live streams and requests and stay off the live
+    lane. A chained model's chunk still goes whole, its state with it (``grid.Job.locate``)."""
+    stream = enhancer.open_stream(sample_rate, channels, atten_lim_db, whole_cells=True)
+    stream.priority = Priority.JOB
+    return stream
 
 
 def _size(path: Path) -> int:
