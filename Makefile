@@ -61,7 +61,7 @@ bench-ray: $(VENV)/.dev $(VENV)/.ray
 	$(PY) -m bench.ray_bench
 
 # Jobs: the 2-hour recording through a real server (make test runs 5 minutes of it), then a
-# 1-hour job beside live streams and /enhance (bench/jobs_results.md).
+# long job beside live streams and /enhance (bench/jobs_results.md).
 bench-jobs: $(VENV)/.dev
 	JOBS_TEST_MINUTES=120 $(PY) -m pytest -q -s tests/test_jobs.py -k long_recording
 	$(PY) -m bench.jobs_bench
