@@ -20,7 +20,15 @@ from websockets.sync.client import connect
 
 from enhancer import AudioEnhancer
 from enhancer.apps.client import StreamError, StreamSummary, stream_enhance, stream_enhance_sync
-from tests.helpers import DENOISER, LiveServer, random_audio, raw, same_bits, workers_of
+from tests.helpers import (
+    DENOISER,
+    LiveServer,
+    random_audio,
+    raw,
+    same_bits,
+    stopped,
+    workers_of,
+)
 
 RATES = [16000, 44100, 48000]
 CHUNKS = [1, 7, 160, 441, 4800, "1 s"]
@@ -65,16 +73,12 @@ def test_queued_chunks_of_many_streams_share_tasks_and_each_stream_stays_exact()
 
         async def streamed() -> tuple[list[np.ndarray], int]:
             streams = [enhancer.open_stream(48000) for _ in audios]
-            worker = enhancer.worker_pids[0]
-            os.kill(worker, signal.SIGSTOP)
-            try:
+            with stopped(enhancer.worker_pids[:1]):
                 before = pool.tasks_sent
                 first = [asyncio.ensure_future(s.push(a[:4800]))
                          for s, a in zip(streams, audios, strict=True)]
                 while pool.pending_sessions < len(audios):
                     await asyncio.sleep(0.01)
-            finally:
-                os.kill(worker, signal.SIGCONT)
             outs = [[part] for part in await asyncio.gather(*first)]
             tasks = pool.tasks_sent - before
             for stream, audio, out in zip(streams, audios, outs, strict=True):

@@ -26,6 +26,7 @@ from tests.helpers import (
     children_of,
     random_audio,
     raw,
+    stopped,
     wait_until_gone,
     workers_of,
 )
@@ -208,15 +209,12 @@ def test_too_many_requests_in_progress_get_503_with_retry_after(empty_models_dir
     with LiveServer(MAX_PENDING_REQUESTS="1", NUM_PROCESSES="1", MODELS_DIR=empty_models_dir,
                     MIN_BLOCK_DEADLINE_S="60") as server:
         (worker,) = workers_of(server.process.pid)
-        os.kill(worker, signal.SIGSTOP)  # the first request waits in the pool
-        try:
+        with stopped([worker]):  # the first request waits in the pool
             first = {}
             thread = threading.Thread(target=lambda: first.update(r=good_request(server)[0]))
             thread.start()
             time.sleep(1)
             response, _ = good_request(server)
-        finally:
-            os.kill(worker, signal.SIGCONT)
         thread.join()
         assert first["r"].status_code == 200
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
