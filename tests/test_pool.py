@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 import tracemalloc
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytest
 
 from enhancer import AudioEnhancer
 from enhancer.audio.formats import MAX_SAMPLE_MAGNITUDE
+from enhancer.backends.base import Priority
+from enhancer.backends.pool import scheduling
 from enhancer.errors import EnhancerClosed, InvalidAudio, ModelError, PoolBroken, WorkerCrashed
 from enhancer.model.grid import ChannelJob
 from enhancer.model.runner import ModelRunner
@@ -191,6 +194,77 @@ def test_one_live_lane_and_file_lanes_at_lower_priority_also_after_a_crash(
             time.sleep(0.05)
     audio = random_audio(300_000, seed=5)
     assert same_bits(enhancer.enhance_audio(audio, timeout=30), audio * np.float32(3))
+
+
+def idle_class_threads(pid: int) -> dict[int, float]:
+    """The threads of ``pid`` at the idle scheduling class, and the CPU time each has used, s."""
+    found = {}
+    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+        if os.sched_getscheduler(tid) == os.SCHED_IDLE:
+            on_cpu_ns = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]
+            found[tid] = int(on_cpu_ns) / 1e9
+    return found
+
+
+def run_as_job(enhancer: AudioEnhancer, audio: np.ndarray) -> np.ndarray:
+    """``audio`` through a stream of a job's priority, in four blocks (as enhancer.jobs)."""
+    stream = enhancer.open_stream(48000, 1, None, whole_cells=True)
+    stream.priority = Priority.JOB
+
+    async def run() -> np.ndarray:
+        out = [await stream.push(block) for block in np.array_split(audio, 4)]
+        return np.concatenate([*out, await stream.finish()])[:, 0]
+
+    return asyncio.run(run())
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_a_jobs_segments_run_at_the_idle_class_while_streams_are_live_and_a_files_never(
+        make_enhancer, monkeypatch):
+    """Below a file lane's niceness: a woken live lane, API or client preempts a job's segment
+    at once, where a nice one runs out its time slice first (make bench-jobs: streams' p99).
+    With no stream live, a job runs as a file does, so nothing else can starve it."""
+    # A stream's chunk counts as recent for the whole test, however busy the machine.
+    monkeypatch.setattr(scheduling, "LIVE_RECENT_S", 3600.0)
+    enhancer = make_enhancer(DENOISER, num_processes=1)
+    (pid,) = enhancer.worker_pids
+    audio = random_audio(5 * 48000, seed=11)
+    whole = enhancer.enhance_audio(audio)
+    assert same_bits(run_as_job(enhancer, audio), whole)
+    assert idle_class_threads(pid) == {}  # neither a file's nor a job's with no stream live
+    live = enhancer.open_stream(48000, 1, None)
+
+    async def a_live_chunk() -> None:
+        await live.push(random_audio(4800, seed=12))
+        await live.finish()
+
+    asyncio.run(a_live_chunk())
+    assert same_bits(run_as_job(enhancer, audio), whole)
+    (cpu,) = idle_class_threads(pid).values()
+    assert cpu > 0  # the job's segments ran there
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_idle_thread_runs_calls_there_raises_what_they_raise_and_keeps_nothing():
+    from enhancer.backends.pool.worker_process import IdleThread, SegmentFailed
+
+    thread, seen = IdleThread(), []
+    thread.run(lambda: seen.append((threading.current_thread().name,
+                                    os.sched_getscheduler(0))))
+    assert seen == [("background", os.SCHED_IDLE)]
+
+    def fails() -> None:
+        raise SegmentFailed(2) from ValueError("bad frames")
+
+    with pytest.raises(SegmentFailed) as failed:
+        thread.run(fails)
+    assert failed.value.index == 2 and isinstance(failed.value.__cause__, ValueError)
+    # Nothing a call held is kept once it is done: the worker closes its arena after.
+    held = np.zeros(4)
+    kept = weakref.ref(held)
+    thread.run(lambda held=held: seen.append(held.size))
+    del held
+    assert kept() is None and seen[-1] == 4
 
 
 def test_close_leaves_no_worker_and_refuses_new_work(own_pool):

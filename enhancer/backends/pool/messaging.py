@@ -57,7 +57,7 @@ def send_task(worker: Worker, task: Task) -> bool:
     broken: the worker is dead and must be replaced."""
     try:
         worker.conn.send_bytes(task_message(task.task_id, [p.count for p in task.parts],
-                                            [p.kind for p in task.parts]))
+                                            [p.kind for p in task.parts], task.background))
     except OSError:
         return False
     return True

@@ -57,6 +57,7 @@ class Task:
     parts: list[Part]
     sent_at: float
     deadline: float
+    background: bool = False  # a job's: run at the idle scheduling class
 
     @property
     def count(self) -> int:

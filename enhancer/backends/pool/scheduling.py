@@ -84,10 +84,15 @@ class Scheduler:
             yield worker, self._task(parts)
 
     def _task(self, parts: list[Part]) -> Task:
-        """A task of ``parts``, its deadline set by the model's measured speed."""
+        """A task of ``parts``, its deadline set by the model's measured speed. While streams
+        are live, a job's runs in the background (the idle scheduling class); otherwise as a
+        file's, so other work on the machine cannot starve a job."""
         now = time.monotonic()
+        background = (now - self.last_live < LIVE_RECENT_S
+                      and all(p.session.priority == Priority.JOB for p in parts))
         return Task(next(self._task_ids), parts, now, now + self.min_block_deadline_s
-                    + DEADLINE_FACTOR * sum(p.count for p in parts) * self.seconds_per_frame)
+                    + DEADLINE_FACTOR * sum(p.count for p in parts) * self.seconds_per_frame,
+                    background)
 
     def _take_part(self, session: Session, arena: Arena, parts: list[Part]) -> bool:
         """Add the session's next segment to the task's ``parts`` and its samples to the
@@ -161,7 +166,9 @@ def pick_worker(idle: list[Worker], priority: Priority, workers: int,
     One worker is the *live lane*: a stream's chunk goes there first, and while streams are
     live no file segment does (with two or more workers), so a chunk never waits behind a
     file. The others are *file lanes*, run at a lower CPU priority (``nice``), so on a busy
-    machine a long file takes the cores the live lane, the API and its clients leave free.
+    machine a long file takes the cores the live lane, the API and its clients leave free;
+    while streams are live, a job's segments run at the idle scheduling class
+    (``Task.background``), below everything.
     """
     if priority == Priority.LIVE:
         return next((w for w in idle if w.live_lane), idle[0] if idle else None)

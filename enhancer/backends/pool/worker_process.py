@@ -10,6 +10,8 @@ TASK's segment sizes and, on failure, a traceback::
     parent → worker   TASK   task id, frames in all  payload: each segment's frame count,
                                                      then how each is run (:data:`PLAIN`,
                                                      or a stream step's context frames)
+                      BACKGROUND_TASK                the same, for a job's segment
+                                                     while streams are live
                       STOP   -                       -
                       PING   -                       -   (an idle worker's heartbeat)
     worker → parent   READY  -, frame length         -
@@ -26,6 +28,14 @@ behind its result::
     input half    [state | samples] of a step segment, [samples] of a plain one, ...
     output half   [result | state]                     [result]                  ...
 
+While streams are live, a job's segment (``BACKGROUND_TASK``) runs on a thread of the worker's
+at the idle scheduling class (``SCHED_IDLE``, :class:`IdleThread`): it takes only the CPU time
+nothing else wants, and a woken live lane, API process or client preempts it at once. A lower
+niceness is not enough: the scheduler lets a running task finish its time slice before a
+woken one of higher priority runs, which added about 2 ms to live streams' p99 beside a job
+(docs/research-log.md). With no stream live, a job's segment runs as a file's, so that other
+work on the machine cannot starve it.
+
 A spawned worker imports the caller's main script again; a script that starts an enhancer
 at its top level would start pools in every worker. :func:`refuse_start_while_bootstrapping`
 stops that at once: a worker of ours then exits with ``BOOTSTRAP_EXIT_STATUS``, which the
@@ -36,11 +46,16 @@ This module imports only numpy and the model runner, so a spawned worker stays s
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
 import os
+import queue
 import signal
 import struct
+import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from multiprocessing.connection import Connection
@@ -69,6 +84,7 @@ class MessageKind(IntEnum):
     FAILED = 4
     PING = 5
     PONG = 6
+    BACKGROUND_TASK = 7
 
 
 WORKER_NAME = "enhancer-worker"  # the pool's processes' name, known to them while they start
@@ -113,10 +129,13 @@ class Header:
         return cls(MessageKind(kind), task_id, count)
 
 
-def task_message(task_id: int, counts: list[int], kinds: list[int] | None = None) -> bytes:
-    """A TASK header, its segments' frame counts and how each is run, as one message."""
+def task_message(task_id: int, counts: list[int], kinds: list[int] | None = None,
+                 background: bool = False) -> bytes:
+    """A TASK (or BACKGROUND_TASK) header, its segments' frame counts and how each is run,
+    as one message."""
     kinds = [PLAIN] * len(counts) if kinds is None else kinds
-    return (Header(MessageKind.TASK, task_id, sum(counts)).pack()
+    kind = MessageKind.BACKGROUND_TASK if background else MessageKind.TASK
+    return (Header(kind, task_id, sum(counts)).pack()
             + np.asarray(counts, SEGMENT_COUNTS).tobytes()
             + np.asarray(kinds, SEGMENT_KINDS).tobytes())
 
@@ -179,6 +198,38 @@ class StreamSteps:
 
     def framing(self, context: int) -> Framing:
         return self._framings[context]
+
+
+class IdleThread:
+    """One thread at the idle scheduling class that runs what it is given while the caller
+    waits: the worker's background tasks. Where the OS has no ``SCHED_IDLE`` it runs them at
+    the worker's own priority."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="background", daemon=True).start()
+
+    def run(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the thread; return when it has, raising what it raised."""
+        self._calls.put(call)
+        error = self._done.get()
+        if error is not None:
+            raise error
+
+    def _serve(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # pid 0: this thread only
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        while True:
+            call = self._calls.get()
+            outcome: BaseException | None = None
+            try:
+                call()
+            except BaseException as exc:
+                outcome = exc
+            del call  # nothing here may keep the arena's arrays once the task is done
+            self._done.put(outcome)
+            del outcome
 
 
 def process_task(runner: FrameModel, framing: Framing, samples: np.ndarray,
@@ -278,6 +329,7 @@ def _serve(conn: Connection, runner: FrameModel, spec: ArenaSpec, arena: Any,
     framing = spec.framing
     samples, out = spec.views(arena.buf)
     conn.send_bytes(Header(MessageKind.READY, 0, runner.frame_length).pack())
+    background: IdleThread | None = None
     try:
         while True:
             message = conn.recv_bytes()
@@ -289,7 +341,13 @@ def _serve(conn: Connection, runner: FrameModel, spec: ArenaSpec, arena: Any,
                 continue
             try:
                 counts, kinds = segment_counts(message)
-                process_task(runner, framing, samples, counts, out, kinds, steps)
+                task = functools.partial(process_task, runner, framing, samples, counts, out,
+                                         kinds, steps)
+                if header.kind == MessageKind.BACKGROUND_TASK:
+                    background = background or IdleThread()
+                    background.run(task)
+                else:
+                    task()
             except SegmentFailed as failed:  # the model failed on this input: report, serve on
                 conn.send_bytes(Header(MessageKind.FAILED, header.task_id, failed.index).pack())
                 cause = failed.__cause__ or failed
