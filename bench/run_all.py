@@ -525,7 +525,7 @@ def write_results(figures: list[Figure], seconds: float) -> str:
 
 
 NOTES = """\
-## Why figures 1, 3 and 7 miss their targets
+## Notes on rows 1, 3, 7 and 8
 
 **1.** The passthrough does no work: one invoke over 1,210 frames (row 1's baseline) is
 in-cache copying. Segments travel through shared memory (row 1 was 8.4× before they did; it is
@@ -539,15 +539,25 @@ For a model that does real work they vanish: the denoiser's speed through the po
 
 **3.** Row 3e is the floor of any HTTP service here: uvicorn (with httptools and uvloop)
 echoing 4.9 MB to httpx, with no decoding, model or encoding, already costs several times the
-direct call. `POST /enhance` with a raw body sits a little above that floor (row 3e's note);
-the rest is decoding, the pool and encoding (`X-Processing-Time` shows the pool's share). Next
-to a model that does real work the HTTP cost disappears (row 3c).
+direct call. `POST /enhance` with a raw body sits above that floor (row 3e's note); the rest
+is decoding, the pool and encoding (`X-Processing-Time` shows the pool's share). Next to a
+model that does real work the HTTP cost disappears (row 3c).
 
 **7.** The denoiser's file is one chain of state (docs/models.md, "How a recurrent model runs
 on a pool"): its GRUs carry what they heard from the first frame to the last, so one mono file
-runs on one core at a time, at one interpreter's speed. Cut into cells run side by side it
-reached 175× here, with seams of up to 2.5 dB where cells meet (`python -m bench.seams
---cells`); exactness was chosen over that. Two files at once use both cores (row 7b).
+runs on one core at a time, at one interpreter's speed, and row 7 follows this machine's
+single core: 75× on a slower, busier host, 146× on a quieter one, with the chain's code
+unchanged. On the slower host, cells run side by side reached 175× where the chain reached
+75×, with seams of up to 2.5 dB where cells meet (`python -m bench.seams --cells`); exactness
+was chosen over that. Two files at once use both cores (row 7b).
+
+**8.** Most of the parent's CPU time in row 8 is the kernel's: zeroing the fresh pages of the
+two results (129 s of float32 at 48 kHz, 25 MB each). `perf record` on the parent puts about
+70 % of its samples in `clear_page_erms`; its Python work is about 30 ms a call. That cost
+follows the output's length, not the workers' speed, so the faster the workers, the larger its
+share: 4.5 % when the pair took the workers 3.2 s of CPU, 7.1 % at 1.7 s. Writing each piece's
+output straight into the result, one copy fewer, did not change it measurably (see the
+research log).
 """
 
 
