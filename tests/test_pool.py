@@ -222,7 +222,7 @@ def run_as_job(enhancer: AudioEnhancer, audio: np.ndarray) -> np.ndarray:
 def test_a_jobs_segments_run_at_the_idle_class_while_streams_are_live_and_a_files_never(
         make_enhancer, monkeypatch):
     """Below a file lane's niceness: a woken live lane, API or client preempts a job's segment
-    at once, where a nice one runs out its time slice first (make bench-jobs: streams' p99).
+    at once, where a nice one may run out its time slice first (make bench-jobs: streams' p99).
     With no stream live, a job runs as a file does, so nothing else can starve it."""
     # A stream's chunk counts as recent for the whole test, however busy the machine.
     monkeypatch.setattr(scheduling, "LIVE_RECENT_S", 3600.0)

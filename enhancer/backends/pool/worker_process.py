@@ -31,7 +31,7 @@ behind its result::
 While streams are live, a job's segment (``BACKGROUND_TASK``) runs on a thread of the worker's
 at the idle scheduling class (``SCHED_IDLE``, :class:`IdleThread`): it takes only the CPU time
 nothing else wants, and a woken live lane, API process or client preempts it at once. A lower
-niceness is not enough: the scheduler lets a running task finish its time slice before a
+niceness is not enough: the scheduler may let a running task finish its time slice before a
 woken one of higher priority runs, which added about 2 ms to live streams' p99 beside a job
 (docs/research-log.md). With no stream live, a job's segment runs as a file's, so that other
 work on the machine cannot starve it.
