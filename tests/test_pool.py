@@ -19,9 +19,9 @@ import pytest
 
 from enhancer import AudioEnhancer
 from enhancer.audio.formats import MAX_SAMPLE_MAGNITUDE
-from enhancer.backends.base import Priority
 from enhancer.backends.pool import scheduling
 from enhancer.errors import EnhancerClosed, InvalidAudio, ModelError, PoolBroken, WorkerCrashed
+from enhancer.jobs.runner import job_stream
 from enhancer.model.grid import ChannelJob
 from enhancer.model.runner import ModelRunner
 from tests.helpers import (
@@ -207,9 +207,8 @@ def idle_class_threads(pid: int) -> dict[int, float]:
 
 
 def run_as_job(enhancer: AudioEnhancer, audio: np.ndarray) -> np.ndarray:
-    """``audio`` through a stream of a job's priority, in four blocks (as enhancer.jobs)."""
-    stream = enhancer.open_stream(48000, 1, None, whole_cells=True)
-    stream.priority = Priority.JOB
+    """``audio`` through a job's stream, in four blocks (as enhancer.jobs runs a job)."""
+    stream = job_stream(enhancer, 48000, 1, None)
 
     async def run() -> np.ndarray:
         out = [await stream.push(block) for block in np.array_split(audio, 4)]
