@@ -235,19 +235,31 @@ class Dfn3:
         return True, False, not lsnr > MAX_DF_DB
 
     def process_block(self, frames: np.ndarray, state: Dfn3State) -> np.ndarray:
-        """``[n, 480]`` hops in, ``[n, 480]`` out: :meth:`process_frame` on each, bit for bit,
-        with the signal path done for all of them at once where nothing can be silent (no
-        frame's mean square below 1e-7, no attenuation limit); only the features'
-        normalisation and the step graph go frame by frame."""
+        """``[n, 480]`` hops in, ``[n, 480]`` out: :meth:`process_frame` on each, bit for bit.
+        Each run of at least ``BLOCK_FROM`` frames that cannot be silent (mean square at or
+        above 1e-7) has its signal path done at once; only the features' normalisation and
+        the step graph go frame by frame there. Quiet frames, short runs and an input passed
+        through as it comes (a limit below 0.01 dB) go hop by hop."""
         frames = np.asarray(frames, F32)
-        quiet = [np.dot(f, f) / F32(HOP) < SILENT_MEAN_SQUARE for f in frames]  # as one frame
-        # Below BLOCK_FROM hops (a live stream's chunk) the block's set-up costs more than
-        # it saves.
-        if self.limit is not None or frames.shape[0] < BLOCK_FROM or any(quiet):
-            out = np.zeros((frames.shape[0], HOP), F32)
-            for t, frame in enumerate(frames):
-                out[t] = self.process_frame(frame, state)
-            return out
+        out = np.empty((frames.shape[0], HOP), F32)
+        quiet = [bool(np.dot(f, f) / F32(HOP) < SILENT_MEAN_SQUARE) for f in frames]  # as one frame
+        start = 0
+        while start < len(frames):
+            end = start + 1
+            while end < len(frames) and quiet[end] == quiet[start]:
+                end += 1
+            # Below BLOCK_FROM hops (a live stream's chunk) a block's set-up costs more than
+            # it saves.
+            if quiet[start] or end - start < BLOCK_FROM or self.limit == 1.0:
+                for t in range(start, end):
+                    out[t] = self.process_frame(frames[t], state)
+            else:
+                out[start:end] = self._process_loud(frames[start:end], state)
+            start = end
+        return out
+
+    def _process_loud(self, frames: np.ndarray, state: Dfn3State) -> np.ndarray:
+        """:meth:`process_block` for frames none of which can be silent."""
         n, depth = frames.shape[0], max(DF_ORDER, LOOKAHEAD)
         signal = np.concatenate([state.analysis, frames.reshape(-1)])
         windows = np.lib.stride_tricks.sliding_window_view(signal, FFT_SIZE)[::HOP]
@@ -282,6 +294,8 @@ class Dfn3:
             low += spectra[depth - DF_ORDER + 1 + k:depth - DF_ORDER + 1 + k + n, :NB_DF] \
                 * coefs[:, :, k]
         enhanced[deep, :NB_DF] = low[deep]
+        if self.limit is not None:
+            enhanced = enhanced * F32(1 - self.limit) + noisy * F32(self.limit)
         state.spectra = spectra[-depth:].copy()
         x = np.fft.irfft(enhanced, FFT_SIZE, axis=1, norm="forward").astype(F32) * self.window
         out = x[:, :HOP].copy()
