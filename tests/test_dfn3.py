@@ -141,7 +141,7 @@ def test_blocks_of_hops_equal_hop_by_hop_bit_for_bit(model, noisy, block, atten_
 
 def test_only_quiet_frames_go_hop_by_hop(model, noisy, monkeypatch):
     """A block with digital silence in it runs the loud frames around the silence at once:
-    only the 13 quiet frames go through process_frame (the loud ones are 1.3x faster so)."""
+    only the 13 quiet frames go through process_frame."""
     audio = noisy[:3 * 48000].copy()
     audio[:3 * HOP] = 0
     audio[48000:48000 + 10 * HOP] = 0
