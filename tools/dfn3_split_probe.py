@@ -31,9 +31,7 @@ import numpy as np
 from enhancer.model.dfn3 import (
     DF_ORDER,
     F32,
-    FFT_SIZE,
     HOP,
-    LOOKAHEAD,
     NB_DF,
     NB_ERB,
     Dfn3,
@@ -68,35 +66,6 @@ class Graph:
         return [self.it.get_tensor(self.outputs[k]) for k in names]
 
 
-def _synthesis(dfn: Dfn3, state: Dfn3State, spectra: np.ndarray, masks: np.ndarray,
-               coefs: np.ndarray) -> np.ndarray:
-    """The block's output from its masks and coefficients, as ``process_block`` does."""
-    n, depth = masks.shape[0], max(DF_ORDER, LOOKAHEAD)
-    noisy = spectra[depth - LOOKAHEAD:depth - LOOKAHEAD + n]
-    enhanced = noisy * np.repeat(masks, dfn.widths, axis=1)
-    taps = coefs.view(np.complex64).reshape(n, NB_DF, DF_ORDER)
-    low = np.zeros((n, NB_DF), np.complex64)
-    for k in range(DF_ORDER):
-        at = depth - DF_ORDER + 1 + k
-        low += spectra[at:at + n, :NB_DF] * taps[:, :, k]
-    enhanced[:, :NB_DF] = low
-    state.spectra = spectra[-depth:].copy()
-    x = np.fft.irfft(enhanced, FFT_SIZE, axis=1, norm="forward").astype(F32) * dfn.window
-    out = x[:, :HOP].copy()
-    out[0] += state.synthesis
-    out[1:] += x[:-1, HOP:]
-    state.synthesis = x[-1, HOP:].copy()
-    return out
-
-
-def _analysis(dfn: Dfn3, frames: np.ndarray, state: Dfn3State) -> tuple[Any, Any, Any]:
-    signal = np.concatenate([state.analysis, frames.reshape(-1)])
-    windows = np.lib.stride_tricks.sliding_window_view(signal, FFT_SIZE)[::HOP]
-    specs = (np.fft.rfft(windows * dfn.window, axis=1) * F32(1 / FFT_SIZE)).astype(np.complex64)
-    state.analysis = frames[-1].copy()
-    return specs, np.concatenate([state.spectra, specs]), dfn.erb_db(specs)
-
-
 def _encode(dfn: Dfn3, enc: Graph, erb_db: np.ndarray, spec: np.ndarray, state: Dfn3State,
             enc_state: np.ndarray) -> list[np.ndarray]:
     erb, cplx = dfn.normalised(erb_db, spec[:NB_DF], state)
@@ -116,7 +85,8 @@ class ThreadPipeline:
 
     def __call__(self, frames: np.ndarray, state: Dfn3State) -> np.ndarray:
         n = frames.shape[0]
-        specs, spectra, erbs = _analysis(self.dfn, frames, state)
+        specs, spectra = self.dfn.analyse_block(frames, state)
+        erbs = self.dfn.erb_db(specs)
         masks, coefs = np.empty((n, NB_ERB), F32), np.empty((n, 2 * NB_DF * DF_ORDER), F32)
         states = {"erb": state.net[ERB], "df": state.net[DF]}
         lanes: list[queue.SimpleQueue] = [queue.SimpleQueue(), queue.SimpleQueue()]
@@ -155,7 +125,8 @@ class ThreadPipeline:
             thread.join()
         state.net = np.concatenate([enc_state, states["erb"], states["df"]])
         state.silent = 0
-        return _synthesis(self.dfn, state, spectra, masks, coefs)
+        taps = coefs.view(np.complex64).reshape(n, NB_DF, DF_ORDER)
+        return self.dfn.synthesise_block(spectra, masks, taps, np.ones(n, bool), state)
 
 
 def _df_process(folder: Path, connection: Any) -> None:
@@ -184,7 +155,8 @@ class ProcessPipeline:
 
     def __call__(self, frames: np.ndarray, state: Dfn3State) -> np.ndarray:
         n = frames.shape[0]
-        specs, spectra, erbs = _analysis(self.dfn, frames, state)
+        specs, spectra = self.dfn.analyse_block(frames, state)
+        erbs = self.dfn.erb_db(specs)
         masks, parts = np.empty((n, NB_ERB), F32), []
         enc_state, erb_state, df_state = state.net[ENC], state.net[ERB], state.net[DF]
         rows = np.empty((HANDOVER, 512 + 64 * NB_DF), F32)
@@ -206,7 +178,8 @@ class ProcessPipeline:
         parts.append(coefs)
         state.net = np.concatenate([enc_state, erb_state, df_state])
         state.silent = 0
-        return _synthesis(self.dfn, state, spectra, masks, np.concatenate(parts))
+        taps = np.concatenate(parts).view(np.complex64).reshape(n, NB_DF, DF_ORDER)
+        return self.dfn.synthesise_block(spectra, masks, taps, np.ones(n, bool), state)
 
     def close(self) -> None:
         self.here.send(None)

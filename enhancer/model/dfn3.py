@@ -260,13 +260,8 @@ class Dfn3:
 
     def _process_loud(self, frames: np.ndarray, state: Dfn3State) -> np.ndarray:
         """:meth:`process_block` for frames none of which can be silent."""
-        n, depth = frames.shape[0], max(DF_ORDER, LOOKAHEAD)
-        signal = np.concatenate([state.analysis, frames.reshape(-1)])
-        windows = np.lib.stride_tricks.sliding_window_view(signal, FFT_SIZE)[::HOP]
-        specs = (np.fft.rfft(windows * self.window, axis=1) * F32(1 / FFT_SIZE)).astype(
-            np.complex64)
-        state.analysis = frames[-1].copy()
-        spectra = np.concatenate([state.spectra, specs])  # spectra[depth + t]: frame t
+        n = frames.shape[0]
+        specs, spectra = self.analyse_block(frames, state)
         masks = np.empty((n, NB_ERB), F32)
         coefs = np.empty((n, NB_DF, DF_ORDER), np.complex64)
         gains, staged, deep = np.empty(n, bool), np.empty(n, bool), np.empty(n, bool)
@@ -286,6 +281,26 @@ class Dfn3:
                 masks[t] = 0
         # Every frame was loud: the count restarts at each; a frame no stage ran adds one.
         state.silent = 0 if staged[-1] else 1
+        return self.synthesise_block(spectra, masks, coefs, deep, state)
+
+    def analyse_block(self, frames: np.ndarray,
+                      state: Dfn3State) -> tuple[np.ndarray, np.ndarray]:
+        """The spectra of ``[n, 480]`` loud frames (the analysis memory updated), and the same
+        behind the last spectra ``state`` holds: ``spectra[depth + t]`` is frame t's, where
+        depth is ``max(DF_ORDER, LOOKAHEAD)``."""
+        signal = np.concatenate([state.analysis, frames.reshape(-1)])
+        windows = np.lib.stride_tricks.sliding_window_view(signal, FFT_SIZE)[::HOP]
+        specs = (np.fft.rfft(windows * self.window, axis=1) * F32(1 / FFT_SIZE)).astype(
+            np.complex64)
+        state.analysis = frames[-1].copy()
+        return specs, np.concatenate([state.spectra, specs])
+
+    def synthesise_block(self, spectra: np.ndarray, masks: np.ndarray, coefs: np.ndarray,
+                         deep: np.ndarray, state: Dfn3State) -> np.ndarray:
+        """The block's output from :meth:`analyse_block`'s spectra, each frame's ERB mask
+        ``[n, 32]`` and deep-filter coefficients ``[n, 96, 5]`` (used where ``deep``), as
+        :meth:`process_frame` would make it (the spectra and synthesis memory updated)."""
+        n, depth = masks.shape[0], max(DF_ORDER, LOOKAHEAD)
         # Frame t's own spectrum is spectra[depth + t]; its output is frame t − 2's.
         noisy = spectra[depth - LOOKAHEAD:depth - LOOKAHEAD + n]
         enhanced = noisy * np.repeat(masks, self.widths, axis=1)
