@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from enhancer.apps.cli import build_parser
 from enhancer.apps.client import (
     JobError,
     cancel_job,
@@ -28,6 +29,7 @@ from enhancer.apps.client import (
     wait_for_job,
 )
 from enhancer.apps.jobs_client import partial_path
+from enhancer.jobs.store import new_job_id
 from tests.audio_builders import float_wav
 from tests.helpers import ROOT, LiveServer, random_audio
 
@@ -208,6 +210,18 @@ def test_the_cli_sends_a_job_shows_its_progress_and_writes_the_result(server, so
     assert any("100%|" in line and "succeeded" in line for line in lines), err
     _exact(destination)
     assert list(tmp_path.iterdir()) == [destination]
+
+
+def test_every_job_id_is_one_argument_on_the_command_line():
+    """An id that began with "-" (URL-safe base64 did, one time in 64) was taken by argparse
+    for an option: ``enhance --job-id ID`` failed with exit 2, and so did the resume command
+    the CLI prints when interrupted."""
+    parser = build_parser()
+    for _ in range(500):
+        job_id = new_job_id()
+        args = parser.parse_args(["--destination-file", "out.wav", "--server", "http://x",
+                                  "--job-id", job_id])
+        assert args.job_id == job_id
 
 
 def test_the_cli_resumes_a_job_by_its_id(server, finished, tmp_path):

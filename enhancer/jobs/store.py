@@ -98,8 +98,10 @@ class NewJob:
 
 
 def new_job_id() -> str:
-    """A random id: 128 bits, URL-safe, never sequential, so ids cannot be guessed."""
-    return secrets.token_urlsafe(16)
+    """A random id: 128 bits, never sequential, so ids cannot be guessed; in hex, so it is
+    one word in a URL, a file name and a command line (URL-safe base64 starts with "-" one
+    time in 64, which a command line's parser takes for an option)."""
+    return secrets.token_hex(16)
 
 
 def runner_name() -> str:
