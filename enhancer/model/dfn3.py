@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,6 +39,7 @@ DELAY = FFT_SIZE - HOP + LOOKAHEAD * HOP  # 1440 samples, 30 ms
 MIN_DB, MAX_ERB_DB, MAX_DF_DB = -15.0, 35.0, 35.0  # the C API's stage thresholds
 SILENT_MEAN_SQUARE, SILENT_FRAMES = 1e-7, 5
 BLOCK_FROM = 3  # hops: process_block does fewer one by one (measured: 1 hop 535 against 424 µs)
+PIPELINE_FROM = 32  # hops: fewer (a live stream's chunk) are not worth a block's two threads
 # Where each decoder's GRU and convolution states lie in the step graph's state (the export's
 # layout; its card lists them, and a test checks they agree).
 DECODER_STATE = {"erb_dec": (704, 1216), "df_dec": (1216, 26304)}
@@ -141,12 +142,21 @@ class Dfn3StepModel:
                 coefs, it.get_tensor(self._out["new_state"]))
 
 
+class BlockRunner(Protocol):
+    """What runs a block of loud hops on more than one core, bit for bit, or gives it back
+    (None, the state untouched): :class:`enhancer.model.dfn3_blocks.Dfn3Blocks`."""
+
+    def run(self, engine: Dfn3, frames: np.ndarray, state: Dfn3State) -> np.ndarray | None: ...
+
+
 class Dfn3:
     """DeepFilterNet3 at 48 kHz, frame by frame, as libdf runs it. ``process_frame`` is one
-    480-sample hop; ``enhance`` a whole signal, delay-compensated."""
+    480-sample hop; ``enhance`` a whole signal, delay-compensated. With ``blocks``, blocks of
+    at least ``PIPELINE_FROM`` loud hops run through it."""
 
-    def __init__(self, model: Dfn3StepModel, atten_lim_db: float = 100.0) -> None:
-        self.model = model
+    def __init__(self, model: Dfn3StepModel, atten_lim_db: float = 100.0,
+                 blocks: BlockRunner | None = None) -> None:
+        self.model, self.blocks = model, blocks
         self.limit = attenuation_gain(atten_lim_db)
         self.alpha = norm_alpha()
         self.widths = erb_widths()
@@ -260,6 +270,10 @@ class Dfn3:
 
     def _process_loud(self, frames: np.ndarray, state: Dfn3State) -> np.ndarray:
         """:meth:`process_block` for frames none of which can be silent."""
+        if self.blocks is not None and frames.shape[0] >= PIPELINE_FROM:
+            out = self.blocks.run(self, frames, state)
+            if out is not None:
+                return out
         n = frames.shape[0]
         specs, spectra = self.analyse_block(frames, state)
         masks = np.empty((n, NB_ERB), F32)

@@ -26,6 +26,7 @@ from enhancer.model.dfn3 import (
     Dfn3State,
     Dfn3StepModel,
 )
+from enhancer.model.dfn3_blocks import Dfn3Blocks
 
 # A packed state: [started, silent frames, the graph's state, analysis and synthesis memory,
 # the two normalisation states, the spectra (complex as float pairs)]. All zeros is a new
@@ -51,7 +52,8 @@ class Dfn3StepRunner:
 
     def __init__(self, model_path: str | Path, num_threads: int = 1) -> None:
         self.model = Dfn3StepModel(model_path, num_threads=num_threads)
-        self.engine = Dfn3(self.model)
+        blocks = Dfn3Blocks.from_card(Path(model_path), self.model.decoders)
+        self.engine = Dfn3(self.model, blocks=blocks)
         self.state_size = packed_state_size(self.model.state_size)
         self._slices: dict[str, slice] = {}
         at = 0
