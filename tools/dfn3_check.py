@@ -177,7 +177,8 @@ def card(archive: dict, layout: list[dict]) -> dict[str, Any]:
         "model": "deepfilternet3_step.tflite",
         "description": "DeepFilterNet3's published weights (MIT OR Apache-2.0) converted to one "
                        "TFLite step graph, run with libdf's signal path: 48 kHz, full band, "
-                       "30 ms latency; a file runs as one state chain, so one worker a channel",
+                       "30 ms latency; a file runs as one state chain, one worker a channel, "
+                       "its encoder and decoders in three threads",
         "sample_rate": int(df["sr"]), "frame_length": int(df["hop_size"]),
         "hop_length": int(df["hop_size"]), "window": "none",
         # The pipeline's fields: files run as one chain of steps, the delay removed.

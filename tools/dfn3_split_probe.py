@@ -1,8 +1,9 @@
-"""One DeepFilterNet3 chain on two cores: the probes of issue 33's last figure (not shipped).
+"""One DeepFilterNet3 chain on two cores: the probes behind :mod:`enhancer.model.dfn3_blocks`.
 
-A file is one chain of state, so it runs on one core. This measures, on 30 s of noisy real
-speech (tools.dfn3_check), ways of giving one chain a second core, each against the shipped
-blocked path (``Dfn3.process_block``, blocks of 546 hops), best of ``--repeats``, interleaved:
+A file is one chain of state. This measures, on 30 s of noisy real speech (tools.dfn3_check),
+ways of giving one chain a second core, each against the blocked path on the merged step graph
+(``Dfn3.process_block`` without block graphs, blocks of 546 hops), best of ``--repeats``,
+interleaved (what was shipped combines the first and the last: docs/research-log.md):
 
 - ``threads``: the three separate step graphs (``python -m tools.dfn3_separate FOLDER``), the
   encoder with the signal path in the caller, the ERB decoder and the deep-filter decoder each
@@ -330,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     audio = noisy_speech()[:30 * 48000]
     frames = audio.reshape(-1, HOP)
-    dfn = Dfn3(Dfn3StepModel(MERGED))
+    dfn = Dfn3(Dfn3StepModel(MERGED))  # no block graphs: the path they are compared with
     threads, processes = ThreadPipeline(dfn, args.separate), ProcessPipeline(dfn, args.separate)
-    methods = {"shipped: process_block, merged graph": dfn.process_block,
+    methods = {"process_block, merged graph": dfn.process_block,
                "three threads": threads, "two processes": processes}
     best = dict.fromkeys(methods, float("inf"))
     outputs = {}
@@ -342,9 +343,9 @@ def main(argv: list[str] | None = None) -> int:
             best[name] = min(best[name], took)
     processes.close()
     for name, took in best.items():
-        same = np.array_equal(outputs[name], outputs["shipped: process_block, merged graph"])
+        same = np.array_equal(outputs[name], outputs["process_block, merged graph"])
         print(f"{name}: {len(audio) / 48000 / took:.1f}× real time, "
-              f"{best['shipped: process_block, merged graph'] / took:.2f}× the shipped; "
+              f"{best['process_block, merged graph'] / took:.2f}× that; "
               f"bit for bit: {same}")
     contention(args.separate)
     context = multiprocessing.get_context("spawn")
