@@ -214,12 +214,11 @@ def block_card(model_path: Path, blocks: dict[str, Path], frames: int) -> dict[s
     from enhancer.model.dfn3_blocks import Dfn3Blocks
 
     model = Dfn3StepModel(model_path)
-    files = {name: path.name for name, path in blocks.items()}
-    folders = {path.parent for path in blocks.values()}
+    files = {name: path.name for name, path in blocks.items()}  # beside the card, as it says
     audio = noisy_speech()
     hops = audio[:len(audio) // HOP * HOP].reshape(-1, HOP)
     outputs, states = [], []
-    for engine in (Dfn3(model), Dfn3(model, blocks=Dfn3Blocks(folders.pop(), files, frames,
+    for engine in (Dfn3(model), Dfn3(model, blocks=Dfn3Blocks(model_path.parent, files, frames,
                                                               model.decoders))):
         state = engine.new_state()
         outputs.append(np.concatenate([engine.process_block(hops[i:i + 546], state)

@@ -67,9 +67,9 @@ def read_archive() -> dict[str, Any]:
     return out
 
 
-def _feature_shapes(config: Any) -> tuple[list[int], list[int]]:
+def _feature_shapes(config: Any, frames: int = 1) -> tuple[list[int], list[int]]:
     df = config["df"]
-    return [1, 1, 1, int(df["nb_erb"])], [1, 2, 1, int(df["nb_df"])]
+    return [1, 1, frames, int(df["nb_erb"])], [1, 2, frames, int(df["nb_df"])]
 
 
 def step_outputs(archive: dict, feat_erb: Any, feat_spec: Any, states: Any) -> dict[str, Any]:
@@ -104,13 +104,14 @@ def state_layout(archive: dict) -> list[dict[str, Any]]:
     return layout
 
 
-def build_module(archive: dict, layout: list[dict]) -> Any:
-    """A tf.Module whose ``step`` is the merged per-frame graph."""
+def build_module(archive: dict, layout: list[dict], frames: int = 1) -> Any:
+    """A tf.Module whose ``step`` is the merged graph, one frame a call (or ``frames``, its
+    GRUs unrolled over them)."""
     import tensorflow as tf
 
     from tools.dfn3_onnx_tf import StepStates
 
-    erb_shape, spec_shape = _feature_shapes(archive["config"])
+    erb_shape, spec_shape = _feature_shapes(archive["config"], frames)
     size = layout[-1]["offset"] + layout[-1]["size"]
 
     class Step(tf.Module):

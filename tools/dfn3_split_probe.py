@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from enhancer.model.dfn3 import (
+    DECODER_STATE,
     DF_ORDER,
     F32,
     HOP,
@@ -39,32 +40,13 @@ from enhancer.model.dfn3 import (
     Dfn3State,
     Dfn3StepModel,
 )
+from enhancer.model.dfn3_blocks import Graph
 from enhancer.paths import PROJECT_DIR
 
 MERGED = PROJECT_DIR / "models" / "deepfilternet3_step.tflite"
-ENC, ERB = slice(0, 704), slice(704, 1216)  # the merged state's parts (tools.dfn3_export)
-DF = slice(1216, None)
+ERB, DF = (slice(*DECODER_STATE[name]) for name in ("erb_dec", "df_dec"))
+ENC = slice(0, ERB.start)  # the merged state's parts (tools.dfn3_export)
 HANDOVER = 32
-
-
-class Graph:
-    """One TFLite step graph: feeds by name in, the named outputs back."""
-
-    def __init__(self, path: Path) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.it = Interpreter(model_path=str(path), num_threads=1)
-        self.it.allocate_tensors()
-        runner = self.it.get_signature_runner("serving_default")
-        self.inputs = {k: v["index"] for k, v in runner.get_input_details().items()}
-        self.outputs = {k: v["index"] for k, v in runner.get_output_details().items()}
-        del runner  # it holds the interpreter's buffers, which invoke() refuses
-
-    def __call__(self, feeds: dict[str, Any], names: tuple[str, ...]) -> list[np.ndarray]:
-        for key, value in feeds.items():
-            self.it.set_tensor(self.inputs[key], value)
-        self.it.invoke()
-        return [self.it.get_tensor(self.outputs[k]) for k in names]
 
 
 def _encode(dfn: Dfn3, enc: Graph, erb_db: np.ndarray, spec: np.ndarray, state: Dfn3State,
@@ -221,52 +203,12 @@ def contention(folder: Path) -> None:
                               for i, paths in enumerate(together)))
 
 
-def _unrolled_gru(inputs: list[Any], a: dict, name: str, states: Any) -> list[Any]:
-    """An ONNX GRU over T frames: the input projections at once, the recurrence unrolled."""
-    import tensorflow as tf
-
-    x, w, r, bias = inputs[:4]
-    hidden, steps, batch = a["hidden_size"], int(x.shape[0]), int(x.shape[1])
-    h = states.read(name, (1, batch, hidden))[0]
-    gates = tf.matmul(tf.reshape(x, [steps * batch, -1]), w[0].T) + bias[0, :3 * hidden]
-    outs = []
-    for t in range(steps):
-        xz, xr, xh = tf.split(gates[t * batch:(t + 1) * batch], 3, axis=1)
-        hz, hr, hh = tf.split(tf.matmul(h, r[0].T) + bias[0, 3 * hidden:], 3, axis=1)
-        z, reset = tf.sigmoid(xz + hz), tf.sigmoid(xr + hr)
-        h = (1 - z) * tf.tanh(xh + reset * hh) + z * h
-        outs.append(h)
-    states.outputs[name] = h[None]
-    return [tf.stack(outs)[:, None], h[None]]
-
-
 def _block_model(frames_per_call: int) -> bytes:
     """The merged step graph (tools.dfn3_export) for T frames a call, as TFLite."""
-    import tensorflow as tf
+    from tools.dfn3_export import build_module, convert, read_archive, state_layout
 
-    import tools.dfn3_onnx_tf as onnx_tf
-    from tools.dfn3_export import convert, read_archive, state_layout, step_outputs
-
-    onnx_tf._gru = _unrolled_gru
     archive = read_archive()
-    layout = state_layout(archive)
-    size, t_ = layout[-1]["offset"] + layout[-1]["size"], frames_per_call
-
-    class Step(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, 1, t_, NB_ERB], tf.float32, "feat_erb"),
-                                      tf.TensorSpec([1, 2, t_, NB_DF], tf.float32, "feat_spec"),
-                                      tf.TensorSpec([size], tf.float32, "state")])
-        def step(self, feat_erb: Any, feat_spec: Any, state: Any) -> dict[str, Any]:
-            states = onnx_tf.StepStates(inputs={
-                s["name"]: tf.reshape(state[s["offset"]:s["offset"] + s["size"]], s["shape"])
-                for s in layout})
-            out = step_outputs(archive, feat_erb, feat_spec, states)
-            return {"m": tf.reshape(out["m"], [-1]), "coefs": tf.reshape(out["coefs"], [-1]),
-                    "lsnr": tf.reshape(out["lsnr"], [-1]),
-                    "new_state": tf.concat([tf.reshape(states.outputs[s["name"]], [-1])
-                                            for s in layout], 0)}
-
-    return convert(Step())
+    return convert(build_module(archive, state_layout(archive), frames_per_call))
 
 
 def block_graph(frames_per_call: int, audio: np.ndarray) -> None:

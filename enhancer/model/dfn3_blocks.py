@@ -41,7 +41,7 @@ HANDOVER = 4  # graph calls handed to a decoder's thread at a time
 ENCODER_OUT = ("e0", "e1", "e2", "e3", "emb", "c0", "lsnr", "new_state")
 
 
-class _Graph:
+class Graph:
     """One block graph's interpreter: feeds by name in, the named outputs back."""
 
     def __init__(self, path: Path) -> None:
@@ -65,7 +65,7 @@ class Dfn3Blocks:
 
     def __init__(self, folder: Path, files: dict[str, str], frames: int,
                  decoders: dict[str, slice]) -> None:
-        self.graphs = {name: _Graph(folder / files[name]) for name in GRAPHS}
+        self.graphs = {name: Graph(folder / files[name]) for name in GRAPHS}
         self.frames = frames
         self.encoder = slice(0, decoders["erb_dec"].start)
         self.erb_state, self.df_state = decoders["erb_dec"], decoders["df_dec"]
